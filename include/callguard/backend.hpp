@@ -1,0 +1,88 @@
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <cstddef>
+#include <string_view>
+
+namespace callguard {
+
+/// One admission request, already validated by the limiter.
+struct slot_request {
+    std::string_view call_id;
+    std::string_view tenant;            ///< empty: the call counts only against the global cap
+    std::int64_t max_active = 0;        ///< global cap
+    std::int64_t tenant_max = 0;        ///< the tenant's cap; 0 = none
+    std::chrono::milliseconds ttl{0};   ///< how long the slot lives without a refresh
+};
+
+/// The backend's part of an admission decision.
+enum class slot_state {
+    acquired,        ///< added
+    already_held,    ///< the call was already a member (its expiry was pushed to now + ttl)
+    rejected,        ///< global cap reached
+    rejected_tenant, ///< tenant cap reached
+};
+
+struct slot_reply {
+    slot_state state = slot_state::rejected;
+    std::int64_t active = 0; ///< live slots after the operation (global)
+};
+
+struct release_reply {
+    bool released = false;   ///< the call held a slot, and now does not
+    std::int64_t active = 0; ///< live slots after the operation (global)
+};
+
+/// What a storage engine must provide to back a `capacity_limiter`.
+///
+/// 1. `b.try_acquire(req)` -> `slot_reply`: atomically (against every other caller of every
+///    process sharing the same storage) purge expired slots, then: if `req.call_id` holds a slot,
+///    push its expiry to now + ttl and answer `already_held` (even when full); else if the global
+///    count is below `req.max_active` and (when `req.tenant_max > 0`) the tenant's count is below
+///    it, add the slot with expiry now + ttl and answer `acquired`; else `rejected` /
+///    `rejected_tenant`. A slot remembers its tenant until it is released or expires.
+/// 2. `b.release(call_id)` -> `release_reply`: remove the slot if held; idempotent.
+/// 3. `b.refresh(call_id, ttl)` -> `bool`: push a held slot's expiry to now + ttl; false if not held
+///    (never re-creates an expired or released slot).
+/// 4. `b.active_count()` -> `std::int64_t`: live (unexpired) slots.
+/// 5. `b.purge_expired()` -> `std::size_t`: remove expired slots now, return how many.
+/// 6. `b.name()` -> something convertible to `std::string_view` ("memory", "redis", ...).
+/// 7. `b.healthy()` -> `bool`, `noexcept`: false while the backend is known to be unreachable.
+/// 8. Failure: when the storage cannot answer, 1-5 throw `callguard::backend_error` (or a type
+///    derived from it) and change nothing that the caller can observe later; any other exception
+///    is a bug. The limiter turns `backend_error` into its `fail_mode` decision.
+/// 9. Every member may be called concurrently from any number of threads. A backend is
+///    move-constructible (the limiter takes it by value) but need not be copyable.
+template <class B>
+concept capacity_backend =
+    std::move_constructible<B> &&
+    requires(B& b, const B& cb, const slot_request& req, std::string_view id,
+             std::chrono::milliseconds ttl) {
+        { b.try_acquire(req) } -> std::same_as<slot_reply>;
+        { b.release(id) } -> std::same_as<release_reply>;
+        { b.refresh(id, ttl) } -> std::same_as<bool>;
+        { b.active_count() } -> std::same_as<std::int64_t>;
+        { b.purge_expired() } -> std::same_as<std::size_t>;
+        { cb.name() } -> std::convertible_to<std::string_view>;
+        { cb.healthy() } noexcept -> std::same_as<bool>;
+    };
+
+namespace detail {
+
+/// The smallest type that models `capacity_backend`; checked below so the concept itself
+/// stays satisfiable as it evolves.
+struct archetype_backend {
+    slot_reply try_acquire(const slot_request&) { return {}; }
+    release_reply release(std::string_view) { return {}; }
+    bool refresh(std::string_view, std::chrono::milliseconds) { return false; }
+    std::int64_t active_count() { return 0; }
+    std::size_t purge_expired() { return 0; }
+    std::string_view name() const { return "archetype"; }
+    bool healthy() const noexcept { return true; }
+};
+static_assert(capacity_backend<archetype_backend>);
+
+} // namespace detail
+} // namespace callguard

@@ -1,0 +1,266 @@
+#pragma once
+
+#include "../backend.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace callguard {
+
+namespace detail {
+
+struct string_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+        return std::hash<std::string_view>{}(s);
+    }
+};
+
+/// Takes one unit of `counter` if it stays <= `limit`; never over-admits under contention.
+inline bool try_reserve(std::atomic<std::int64_t>& counter, std::int64_t limit) noexcept {
+    auto v = counter.load(std::memory_order_relaxed);
+    while (v < limit)
+        if (counter.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) return true;
+    return false;
+}
+
+inline void store_min(std::atomic<std::int64_t>& a, std::int64_t v) noexcept {
+    auto cur = a.load(std::memory_order_relaxed);
+    while (v < cur && !a.compare_exchange_weak(cur, v, std::memory_order_acq_rel)) {
+    }
+}
+
+} // namespace detail
+
+/// In-process backend: slots in a sharded hash map, the counts in atomics.
+///
+/// Admission takes one shard's lock (by call id), so unrelated calls on different threads do not
+/// serialize on one mutex. Expired slots are purged when they matter: when a request would be
+/// rejected, and before counting. A lower bound on the earliest expiry makes that check O(1)
+/// until something can actually have expired. Released map nodes are kept per shard and reused,
+/// so steady-state acquire/release does not touch the allocator.
+///
+/// Copies are handles to the same slots, so two limiters (two "instances" in one process) can
+/// share one cap, as they would over Redis.
+///
+/// `Clock` is any object with `now()` returning a `time_point` (default `steady_clock`), stored
+/// by value so tests can pass a clock they move by hand.
+template <class Clock = std::chrono::steady_clock>
+class basic_memory_backend {
+public:
+    static constexpr std::size_t default_shards = 16;
+
+    basic_memory_backend() : basic_memory_backend(Clock{}) {}
+
+    explicit basic_memory_backend(Clock clock, std::size_t shards = default_shards)
+        : state_(std::make_shared<state>(std::move(clock), std::max<std::size_t>(shards, 1))) {}
+
+    slot_reply try_acquire(const slot_request& req) {
+        auto& st = *state_;
+        const auto now = ticks(st.clock.now());
+        const auto expires = now + ttl_ticks(req.ttl);
+        tenant_counter* tc = req.tenant_max > 0 ? st.tenant(req.tenant) : nullptr;
+        auto& sh = st.shard_for(req.call_id);
+
+        for (int attempt = 0;; ++attempt) {
+            {
+                std::lock_guard lk(sh.mu);
+                if (auto it = sh.slots.find(req.call_id); it != sh.slots.end()) {
+                    if (it->second.expires > now) {
+                        it->second.expires = std::max(it->second.expires, expires);
+                        return {slot_state::already_held, st.active.load()};
+                    }
+                    st.erase(sh, it); // expired: it no longer counts, admit it afresh below
+                }
+                bool tenant_ok = !tc || detail::try_reserve(tc->count, req.tenant_max);
+                if (tenant_ok) {
+                    if (detail::try_reserve(st.active, req.max_active)) {
+                        st.insert(sh, req.call_id, slot{expires, tc});
+                        return {slot_state::acquired, st.active.load()};
+                    }
+                    if (tc) tc->count.fetch_sub(1);
+                }
+                if (attempt > 0 || !st.maybe_expired(now))
+                    return {tenant_ok ? slot_state::rejected : slot_state::rejected_tenant,
+                            st.active.load()};
+            }
+            st.purge(now); // something may have expired: purge outside the shard lock, retry once
+        }
+    }
+
+    release_reply release(std::string_view call_id) {
+        auto& st = *state_;
+        const auto now = ticks(st.clock.now());
+        auto& sh = st.shard_for(call_id);
+        std::lock_guard lk(sh.mu);
+        auto it = sh.slots.find(call_id);
+        if (it == sh.slots.end()) return {false, st.active.load()};
+        const bool live = it->second.expires > now;
+        st.erase(sh, it);
+        return {live, st.active.load()};
+    }
+
+    bool refresh(std::string_view call_id, std::chrono::milliseconds ttl) {
+        auto& st = *state_;
+        const auto now = ticks(st.clock.now());
+        auto& sh = st.shard_for(call_id);
+        std::lock_guard lk(sh.mu);
+        auto it = sh.slots.find(call_id);
+        if (it == sh.slots.end()) return false;
+        if (it->second.expires <= now) {
+            st.erase(sh, it);
+            return false;
+        }
+        it->second.expires = std::max(it->second.expires, now + ttl_ticks(ttl));
+        return true;
+    }
+
+    std::int64_t active_count() {
+        auto& st = *state_;
+        const auto now = ticks(st.clock.now());
+        if (st.maybe_expired(now)) st.purge(now);
+        return st.active.load();
+    }
+
+    std::size_t purge_expired() {
+        auto& st = *state_;
+        return st.purge(ticks(st.clock.now()));
+    }
+
+    std::string_view name() const noexcept { return "memory"; }
+    bool healthy() const noexcept { return true; }
+
+private:
+    using rep = std::int64_t;
+
+    struct tenant_counter {
+        std::atomic<std::int64_t> count{0};
+    };
+    struct slot {
+        rep expires;
+        tenant_counter* tenant; // owned by state::tenants, never erased
+    };
+    using slot_map =
+        std::unordered_map<std::string, slot, detail::string_hash, std::equal_to<>>;
+
+    static constexpr std::size_t spare_nodes = 32;
+    static constexpr rep never = std::numeric_limits<rep>::max();
+
+    struct alignas(64) shard {
+        std::mutex mu;
+        slot_map slots;
+        std::vector<typename slot_map::node_type> spare; // capacity reserved: no allocation
+        shard() { spare.reserve(spare_nodes); }
+    };
+
+    struct state {
+        Clock clock;
+        std::size_t shard_count;
+        std::unique_ptr<shard[]> shards;
+        alignas(64) std::atomic<std::int64_t> active{0};
+        std::atomic<rep> next_expiry{never}; // never above the earliest live expiry
+        std::mutex purge_mu;
+        std::shared_mutex tenants_mu;
+        std::unordered_map<std::string, std::unique_ptr<tenant_counter>, detail::string_hash,
+                           std::equal_to<>>
+            tenants;
+
+        state(Clock c, std::size_t n)
+            : clock(std::move(c)), shard_count(n), shards(std::make_unique<shard[]>(n)) {}
+
+        shard& shard_for(std::string_view id) noexcept {
+            return shards[detail::string_hash{}(id) % shard_count];
+        }
+
+        tenant_counter* tenant(std::string_view name) {
+            {
+                std::shared_lock lk(tenants_mu);
+                if (auto it = tenants.find(name); it != tenants.end()) return it->second.get();
+            }
+            std::unique_lock lk(tenants_mu);
+            auto [it, _] = tenants.try_emplace(std::string(name));
+            if (!it->second) it->second = std::make_unique<tenant_counter>();
+            return it->second.get();
+        }
+
+        bool maybe_expired(rep now) const noexcept { return next_expiry.load() <= now; }
+
+        // Called with sh.mu held.
+        void insert(shard& sh, std::string_view id, slot s) {
+            if (!sh.spare.empty()) {
+                auto nh = std::move(sh.spare.back());
+                sh.spare.pop_back();
+                nh.key().assign(id.data(), id.size());
+                nh.mapped() = s;
+                sh.slots.insert(std::move(nh));
+            } else {
+                sh.slots.emplace(std::string(id), s);
+            }
+            detail::store_min(next_expiry, s.expires);
+        }
+
+        // Called with sh.mu held.
+        void erase(shard& sh, typename slot_map::iterator it) noexcept {
+            if (it->second.tenant) it->second.tenant->count.fetch_sub(1);
+            active.fetch_sub(1);
+            if (sh.spare.size() < spare_nodes)
+                sh.spare.push_back(sh.slots.extract(it)); // within reserved capacity
+            else
+                sh.slots.erase(it);
+        }
+
+        /// Removes every slot expired at `now` and recomputes the expiry bound. Resetting the
+        /// bound first and lowering it shard by shard under each shard's lock keeps it a lower
+        /// bound even while other threads insert.
+        std::size_t purge(rep now) {
+            std::lock_guard plk(purge_mu);
+            next_expiry.store(never);
+            std::size_t removed = 0;
+            for (std::size_t i = 0; i < shard_count; ++i) {
+                auto& sh = shards[i];
+                std::lock_guard lk(sh.mu);
+                rep earliest = never;
+                for (auto it = sh.slots.begin(); it != sh.slots.end();) {
+                    if (it->second.expires <= now) {
+                        auto next = std::next(it);
+                        erase(sh, it);
+                        it = next;
+                        ++removed;
+                    } else {
+                        earliest = std::min(earliest, it->second.expires);
+                        ++it;
+                    }
+                }
+                detail::store_min(next_expiry, earliest);
+            }
+            return removed;
+        }
+    };
+
+    static rep ticks(typename Clock::time_point t) noexcept {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    }
+    static rep ttl_ticks(std::chrono::milliseconds ttl) noexcept {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(ttl).count();
+    }
+
+    std::shared_ptr<state> state_; // shared: copies of a backend see the same slots
+};
+
+/// The in-process backend on `std::chrono::steady_clock`.
+using memory_backend = basic_memory_backend<>;
+
+static_assert(capacity_backend<memory_backend>);
+
+} // namespace callguard

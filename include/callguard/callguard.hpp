@@ -1,0 +1,19 @@
+#pragma once
+
+/// Umbrella header: the limiter, its configuration, the in-memory backend, status and metrics.
+/// The Redis backend (needs hiredis) is `<callguard/backends/redis.hpp>`; TwiML helpers are
+/// `<callguard/twilio/twiml.hpp>`.
+
+#include "acquire_result.hpp"
+#include "backend.hpp"
+#include "backends/memory.hpp"
+#include "capacity_limiter.hpp"
+#include "config.hpp"
+#include "errors.hpp"
+#include "events.hpp"
+#include "logging.hpp"
+#include "metrics.hpp"
+#include "slot_guard.hpp"
+#include "status.hpp"
+#include "validation.hpp"
+#include "version.hpp"

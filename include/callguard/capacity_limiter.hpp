@@ -1,0 +1,317 @@
+#pragma once
+
+#include "acquire_result.hpp"
+#include "backend.hpp"
+#include "backends/memory.hpp"
+#include "config.hpp"
+#include "errors.hpp"
+#include "events.hpp"
+#include "logging.hpp"
+#include "metrics.hpp"
+#include "slot_guard.hpp"
+#include "status.hpp"
+#include "validation.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace callguard {
+
+/// Where the limiter's lines and events go. Both optional: the default logs to stderr.
+struct limiter_hooks {
+    log_sink sink;           ///< default: `stderr_sink()`
+    event_observer observer; ///< default: none
+};
+
+/// Caps concurrent calls over a `capacity_backend`.
+///
+/// The backend makes each decision atomically (and, for a shared backend, fleet-wide); the
+/// limiter validates input, applies the `fail_mode` when the backend cannot answer, logs the
+/// seed's `[CAPACITY]` lines, counts, and tells the observer. Every member is thread-safe.
+/// Not movable: guards point back at it.
+template <capacity_backend Backend>
+class capacity_limiter {
+public:
+    using backend_type = Backend;
+
+    /// Throws `config_error` if `config` is out of range (see `limiter_config::validate`).
+    explicit capacity_limiter(Backend backend, limiter_config config = {},
+                              limiter_hooks hooks = {})
+        : backend_(std::move(backend)),
+          config_((config.validate(), std::move(config))),
+          log_(config_.log_level, std::move(hooks.sink)),
+          observer_(std::move(hooks.observer)) {
+        if (config_.fail_mode == fail_mode::local) local_.emplace();
+    }
+
+    capacity_limiter(const capacity_limiter&) = delete;
+    capacity_limiter& operator=(const capacity_limiter&) = delete;
+
+    /// Takes a slot for `call_id` (counted against `tenant`'s cap too, when it has one).
+    /// Idempotent: a call that already holds a slot gets `already_held`, even when full.
+    /// Throws `std::invalid_argument` for a malformed call id or tenant (nothing is taken);
+    /// never throws for an unreachable backend (the fail mode decides).
+    acquire_result acquire(std::string_view call_id, std::string_view tenant = {}) {
+        validate_call_id(call_id);
+        validate_tenant(tenant);
+        const slot_request req{call_id, tenant, config_.max_active_calls,
+                               config_.tenant_limit(tenant), ttl()};
+        slot_reply reply;
+        try {
+            reply = backend_.try_acquire(req);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+            return decide_without_backend(req);
+        }
+        on_backend_success();
+        last_active_.store(reply.active, std::memory_order_relaxed);
+        return decided(req, reply, false);
+    }
+
+    /// Gives `call_id`'s slot back. Idempotent and `noexcept`: true if a slot was freed now.
+    /// A malformed id frees nothing. If the backend cannot answer, the failure is logged and
+    /// counted (a backend may keep the release and replay it later); the TTL is the last resort.
+    bool release(std::string_view call_id) noexcept {
+        if (!call_id_problem(call_id).empty()) return false;
+        bool freed_local = false, freed = false;
+        std::int64_t active = last_active_.load(std::memory_order_relaxed);
+        if (local_) {
+            try {
+                freed_local = local_->release(call_id).released;
+            } catch (...) {
+            }
+        }
+        try {
+            auto r = backend_.release(call_id);
+            on_backend_success();
+            freed = r.released;
+            active = r.active;
+            last_active_.store(active, std::memory_order_relaxed);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+        } catch (...) {
+            counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (!freed && !freed_local) {
+            log_.log(log_level::debug, "[CAPACITY] RELEASE_NOOP call_id={}", call_id);
+            return false;
+        }
+        const bool local = !freed; // only the in-process fallback held it
+        counters_.released.fetch_add(1, std::memory_order_relaxed);
+        log_.log(log_level::info, "[CAPACITY] RELEASED call_id={} active_calls={}/{}{}", call_id,
+                 active, config_.max_active_calls, local_suffix(local));
+        notify(event(event_kind::released, call_id, {}, active, false, local));
+        return true;
+    }
+
+    /// Pushes a held slot's expiry to now + `slot_ttl` (long calls, heartbeats). False if the
+    /// call holds no slot (released or expired) or the backend cannot answer.
+    /// Throws `std::invalid_argument` for a malformed call id.
+    bool refresh(std::string_view call_id) {
+        validate_call_id(call_id);
+        bool ok = false;
+        if (local_) ok = local_->refresh(call_id, ttl());
+        try {
+            ok = backend_.refresh(call_id, ttl()) || ok;
+            on_backend_success();
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+        }
+        return ok;
+    }
+
+    /// Live numbers for `/health/details`; degraded (never throwing) when the backend is down.
+    capacity_status status() {
+        capacity_status s;
+        s.backend = std::string(backend_.name());
+        s.max_calls = config_.max_active_calls;
+        try {
+            s.active_calls = backend_.active_count();
+            on_backend_success();
+            last_active_.store(s.active_calls, std::memory_order_relaxed);
+            s.backend_healthy = backend_.healthy();
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+            s.backend_healthy = false;
+            s.active_calls = last_active_.load(std::memory_order_relaxed);
+            if (local_) s.active_calls = std::max(s.active_calls, local_->active_count());
+        }
+        s.capacity_available = std::max<std::int64_t>(0, s.max_calls - s.active_calls);
+        s.at_capacity = s.active_calls >= s.max_calls;
+        return s;
+    }
+
+    /// Removes expired slots now (the backend also does it on its own when it matters).
+    /// Returns how many; 0 when the backend cannot answer.
+    std::size_t cleanup_expired() {
+        std::size_t n = local_ ? local_->purge_expired() : 0;
+        try {
+            n += backend_.purge_expired();
+            on_backend_success();
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+        }
+        if (n > 0) log_.log(log_level::info, "[CAPACITY] CLEANUP removed={}", n);
+        return n;
+    }
+
+    /// `acquire` wrapped in a guard that releases on destruction when admitted.
+    slot_guard guard(std::string_view call_id, std::string_view tenant = {}) {
+        auto r = acquire(call_id, tenant);
+        return slot_guard(this, &release_thunk, std::string(call_id), r);
+    }
+
+    /// Totals since construction, for metrics.
+    capacity_counters counters() const noexcept {
+        auto get = [](const std::atomic<std::uint64_t>& a) {
+            return a.load(std::memory_order_relaxed);
+        };
+        return {get(counters_.acquired),        get(counters_.already_held),
+                get(counters_.rejected),        get(counters_.released),
+                get(counters_.admitted_fail_open), get(counters_.rejected_fail_closed),
+                get(counters_.backend_errors)};
+    }
+
+    /// Status and counters in Prometheus text format.
+    std::string metrics_text(std::string_view prefix = "callguard") {
+        return to_prometheus(status(), counters(), prefix);
+    }
+
+    const limiter_config& config() const noexcept { return config_; }
+    Backend& backend() noexcept { return backend_; }
+    const Backend& backend() const noexcept { return backend_; }
+
+private:
+    struct atomic_counters {
+        std::atomic<std::uint64_t> acquired{0}, already_held{0}, rejected{0}, released{0},
+            admitted_fail_open{0}, rejected_fail_closed{0}, backend_errors{0};
+    };
+
+    static bool release_thunk(void* self, std::string_view call_id) noexcept {
+        return static_cast<capacity_limiter*>(self)->release(call_id);
+    }
+
+    std::chrono::milliseconds ttl() const noexcept {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(config_.slot_ttl);
+    }
+
+    acquire_result decided(const slot_request& req, const slot_reply& reply, bool local) {
+        const auto max = config_.max_active_calls;
+        switch (reply.state) {
+        case slot_state::acquired:
+            counters_.acquired.fetch_add(1, std::memory_order_relaxed);
+            log_.log(log_level::info, "[CAPACITY] ACQUIRED call_id={} active_calls={}/{}{}{}",
+                     req.call_id, reply.active, max, tenant_suffix(req.tenant), local_suffix(local));
+            notify(event(event_kind::acquired, req.call_id, req.tenant, reply.active, false, local));
+            return {acquire_outcome::acquired, reply.active, max};
+        case slot_state::already_held:
+            counters_.already_held.fetch_add(1, std::memory_order_relaxed);
+            log_.log(log_level::debug, "[CAPACITY] ALREADY_HELD call_id={} active_calls={}/{}{}",
+                     req.call_id, reply.active, max, local_suffix(local));
+            notify(event(event_kind::already_held, req.call_id, req.tenant, reply.active, false, local));
+            return {acquire_outcome::already_held, reply.active, max};
+        case slot_state::rejected:
+        case slot_state::rejected_tenant:
+            break;
+        }
+        const bool by_tenant = reply.state == slot_state::rejected_tenant;
+        counters_.rejected.fetch_add(1, std::memory_order_relaxed);
+        if (by_tenant)
+            log_.log(log_level::warning,
+                     "[CAPACITY] REJECTED call_id={} active_calls={} max={} tenant={} "
+                     "tenant_max={}{}",
+                     req.call_id, reply.active, max, req.tenant, req.tenant_max,
+                     local_suffix(local));
+        else
+            log_.log(log_level::warning, "[CAPACITY] REJECTED call_id={} active_calls={} max={}{}{}",
+                     req.call_id, reply.active, max, tenant_suffix(req.tenant), local_suffix(local));
+        notify(event(event_kind::rejected, req.call_id, req.tenant, reply.active, by_tenant, local));
+        return {acquire_outcome::rejected, reply.active, max, by_tenant};
+    }
+
+    acquire_result decide_without_backend(const slot_request& req) {
+        const auto max = config_.max_active_calls;
+        const auto known = last_active_.load(std::memory_order_relaxed);
+        switch (config_.fail_mode) {
+        case fail_mode::open:
+            counters_.admitted_fail_open.fetch_add(1, std::memory_order_relaxed);
+            log_.log(log_level::warning, "[CAPACITY] FAIL_OPEN call_id={} backend={}", req.call_id,
+                     backend_.name());
+            notify(event(event_kind::admitted_fail_open, req.call_id, req.tenant, known));
+            return {acquire_outcome::admitted_fail_open, known, max};
+        case fail_mode::closed:
+            counters_.rejected_fail_closed.fetch_add(1, std::memory_order_relaxed);
+            log_.log(log_level::warning, "[CAPACITY] FAIL_CLOSED call_id={} backend={}",
+                     req.call_id, backend_.name());
+            notify(event(event_kind::rejected_fail_closed, req.call_id, req.tenant, known));
+            return {acquire_outcome::rejected_fail_closed, known, max};
+        case fail_mode::local:
+            break;
+        }
+        slot_request local_req = req;
+        if (config_.local_max_active_calls > 0) local_req.max_active = config_.local_max_active_calls;
+        return decided(req, local_->try_acquire(local_req), true);
+    }
+
+    void on_backend_failure(const backend_error& e) noexcept {
+        counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
+        if (!healthy_.exchange(false)) return; // already down: logged at the transition
+        log_.log(log_level::error, "[CAPACITY] BACKEND_DOWN backend={} fail_mode={} error={}",
+                 backend_.name(), to_string(config_.fail_mode), e.what());
+        auto ev = event(event_kind::backend_down, {}, {}, last_active_.load());
+        ev.message = e.what();
+        notify(ev);
+    }
+
+    void on_backend_success() noexcept {
+        if (healthy_.load(std::memory_order_relaxed) || healthy_.exchange(true)) return;
+        log_.log(log_level::warning, "[CAPACITY] BACKEND_UP backend={}", backend_.name());
+        notify(event(event_kind::backend_up, {}, {}, last_active_.load()));
+    }
+
+    capacity_event event(event_kind kind, std::string_view call_id, std::string_view tenant,
+                         std::int64_t active, bool tenant_limited = false,
+                         bool local = false) const noexcept {
+        capacity_event ev;
+        ev.kind = kind;
+        ev.call_id = call_id;
+        ev.tenant = tenant;
+        ev.active = active;
+        ev.max = config_.max_active_calls;
+        ev.tenant_limited = tenant_limited;
+        ev.local_fallback = local;
+        return ev;
+    }
+
+    void notify(const capacity_event& ev) const noexcept {
+        if (!observer_) return;
+        try {
+            observer_(ev);
+        } catch (...) {
+            // An observer's failure (say, a full database) must never fail a call.
+        }
+    }
+
+    static detail::optional_field tenant_suffix(std::string_view tenant) noexcept {
+        return {"tenant", tenant};
+    }
+    static detail::optional_field local_suffix(bool local) noexcept {
+        return {"fallback", local ? "local" : ""};
+    }
+
+    Backend backend_;
+    limiter_config config_;
+    detail::logger log_;
+    event_observer observer_;
+    std::optional<memory_backend> local_; // only with fail_mode::local
+    std::atomic<bool> healthy_{true};
+    std::atomic<std::int64_t> last_active_{0};
+    atomic_counters counters_;
+};
+
+} // namespace callguard

@@ -1,0 +1,40 @@
+#pragma once
+
+#include "detail/json.hpp"
+
+#include <cstdint>
+#include <string>
+
+namespace callguard {
+
+/// A snapshot for `/health/details` and dashboards.
+struct capacity_status {
+    std::int64_t active_calls = 0;
+    std::int64_t max_calls = 0;
+    std::int64_t capacity_available = 0; ///< max(0, max_calls - active_calls)
+    bool at_capacity = false;
+    bool backend_healthy = true;
+    std::string backend; ///< "memory", "redis", ...
+};
+
+/// `{"status":"ok","active_calls":8,"max_calls":15,"capacity_available":7,"at_capacity":false,
+/// "backend":"memory","backend_healthy":true}`; `"status":"degraded"` while the backend is down.
+inline std::string to_json(const capacity_status& s) {
+    std::string out;
+    out.reserve(160);
+    out += "{\"status\":";
+    out += s.backend_healthy ? "\"ok\"" : "\"degraded\"";
+    out += ",\"active_calls\":" + std::to_string(s.active_calls);
+    out += ",\"max_calls\":" + std::to_string(s.max_calls);
+    out += ",\"capacity_available\":" + std::to_string(s.capacity_available);
+    out += ",\"at_capacity\":";
+    out += s.at_capacity ? "true" : "false";
+    out += ",\"backend\":";
+    detail::append_json_string(out, s.backend);
+    out += ",\"backend_healthy\":";
+    out += s.backend_healthy ? "true" : "false";
+    out += '}';
+    return out;
+}
+
+} // namespace callguard

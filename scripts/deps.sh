@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs (with apt-get) whatever the build, the tests and the examples need and is missing.
+# Idempotent: installs nothing when everything is there.
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config git          # toolchain
+  libfmt-dev libhiredis-dev              # the library
+  doctest-dev libbenchmark-dev           # tests, benchmarks
+  clang libclang-rt-14-dev               # sanitizer and fuzzing runtimes
+  redis-server redis-tools               # real servers for the Redis tests, redis-benchmark
+  libboost-dev libssl-dev libsqlite3-dev nlohmann-json3-dev   # the example service
+  nodejs npm                             # Twilio's own helper library for signature vectors
+  prometheus                             # promtool checks /metrics
+  curl procps psmisc                     # scripts and process control
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The distribution's redis-server service is not ours: tests start their own servers.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl stop redis-server || true
+fi
+echo "deps: ok"

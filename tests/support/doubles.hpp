@@ -1,0 +1,145 @@
+#pragma once
+
+// Test doubles for the limiter's own logic: a clock moved by hand, a sink that keeps lines,
+// a backend that can be switched to failing, and an observer that records events.
+
+#include <callguard/callguard.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace test {
+
+/// A steady clock that only moves when told to. Copies share the same time.
+struct manual_clock {
+    using duration = std::chrono::nanoseconds;
+    using rep = duration::rep;
+    using period = duration::period;
+    using time_point = std::chrono::time_point<manual_clock, duration>;
+    static constexpr bool is_steady = true;
+
+    std::shared_ptr<std::atomic<rep>> ticks = std::make_shared<std::atomic<rep>>(1'000'000'000);
+
+    time_point now() const noexcept { return time_point(duration(ticks->load())); }
+    void advance(duration d) const noexcept { ticks->fetch_add(d.count()); }
+};
+
+/// Keeps every line it is given (thread-safe).
+struct capture_sink {
+    struct line {
+        callguard::log_level level;
+        std::string text;
+    };
+    std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
+    std::shared_ptr<std::vector<line>> lines = std::make_shared<std::vector<line>>();
+
+    callguard::log_sink sink() const {
+        return [mu = mu, lines = lines](callguard::log_level l, std::string_view text) {
+            std::lock_guard lk(*mu);
+            lines->push_back({l, std::string(text)});
+        };
+    }
+    std::vector<line> snapshot() const {
+        std::lock_guard lk(*mu);
+        return *lines;
+    }
+    std::size_t count_containing(std::string_view needle) const {
+        std::size_t n = 0;
+        for (const auto& l : snapshot())
+            if (l.text.find(needle) != std::string::npos) ++n;
+        return n;
+    }
+};
+
+/// Records events (thread-safe), copying the views it is given.
+struct event_log {
+    struct entry {
+        callguard::event_kind kind;
+        std::string call_id;
+        std::string tenant;
+        std::int64_t active;
+        bool tenant_limited;
+        bool local_fallback;
+    };
+    std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
+    std::shared_ptr<std::vector<entry>> entries = std::make_shared<std::vector<entry>>();
+
+    callguard::event_observer observer() const {
+        return [mu = mu, entries = entries](const callguard::capacity_event& e) {
+            std::lock_guard lk(*mu);
+            entries->push_back({e.kind, std::string(e.call_id), std::string(e.tenant), e.active,
+                                e.tenant_limited, e.local_fallback});
+        };
+    }
+    std::vector<entry> snapshot() const {
+        std::lock_guard lk(*mu);
+        return *entries;
+    }
+    std::size_t count(callguard::event_kind k) const {
+        std::size_t n = 0;
+        for (const auto& e : snapshot()) n += e.kind == k;
+        return n;
+    }
+};
+
+/// A memory backend that can be told to fail like an unreachable server, and counts calls.
+class switchable_backend {
+public:
+    struct control {
+        std::atomic<bool> failing{false};
+        std::atomic<int> acquires{0}, releases{0}, refreshes{0}, counts{0};
+    };
+
+    switchable_backend() = default;
+
+    callguard::slot_reply try_acquire(const callguard::slot_request& r) {
+        ++ctl_->acquires;
+        check();
+        return inner_.try_acquire(r);
+    }
+    callguard::release_reply release(std::string_view id) {
+        ++ctl_->releases;
+        check();
+        return inner_.release(id);
+    }
+    bool refresh(std::string_view id, std::chrono::milliseconds ttl) {
+        ++ctl_->refreshes;
+        check();
+        return inner_.refresh(id, ttl);
+    }
+    std::int64_t active_count() {
+        ++ctl_->counts;
+        check();
+        return inner_.active_count();
+    }
+    std::size_t purge_expired() {
+        check();
+        return inner_.purge_expired();
+    }
+    std::string_view name() const { return "switchable"; }
+    bool healthy() const noexcept { return !ctl_->failing.load(); }
+
+    control& ctl() const { return *ctl_; }
+
+private:
+    void check() const {
+        if (ctl_->failing.load()) throw callguard::backend_error("connection refused (test)");
+    }
+    std::shared_ptr<control> ctl_ = std::make_shared<control>();
+    callguard::memory_backend inner_;
+};
+static_assert(callguard::capacity_backend<switchable_backend>);
+
+/// A config with a small cap and quiet logs, for tests.
+inline callguard::limiter_config small_config(std::int64_t cap) {
+    callguard::limiter_config c;
+    c.max_active_calls = cap;
+    c.log_level = callguard::log_level::debug;
+    return c;
+}
+
+} // namespace test
