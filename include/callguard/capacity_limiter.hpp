@@ -11,6 +11,7 @@
 #include "slot_guard.hpp"
 #include "status.hpp"
 #include "validation.hpp"
+#include "detail/striped_counters.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -69,7 +70,6 @@ public:
             return decide_without_backend(req);
         }
         on_backend_success();
-        last_active_.store(reply.active, std::memory_order_relaxed);
         return decided(req, reply, false);
     }
 
@@ -91,18 +91,17 @@ public:
             on_backend_success();
             freed = r.released;
             active = r.active;
-            last_active_.store(active, std::memory_order_relaxed);
         } catch (const backend_error& e) {
             on_backend_failure(e);
         } catch (...) {
-            counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
+            count(counter::backend_errors);
         }
         if (!freed && !freed_local) {
             log_.log(log_level::debug, "[CAPACITY] RELEASE_NOOP call_id={}", call_id);
             return false;
         }
         const bool local = !freed; // only the in-process fallback held it
-        counters_.released.fetch_add(1, std::memory_order_relaxed);
+        count(counter::released);
         log_.log(log_level::info, "[CAPACITY] RELEASED call_id={} active_calls={}/{}{}", call_id,
                  active, config_.max_active_calls, local_suffix(local));
         notify(event(event_kind::released, call_id, {}, active, false, local));
@@ -168,13 +167,11 @@ public:
 
     /// Totals since construction, for metrics.
     capacity_counters counters() const noexcept {
-        auto get = [](const std::atomic<std::uint64_t>& a) {
-            return a.load(std::memory_order_relaxed);
-        };
-        return {get(counters_.acquired),        get(counters_.already_held),
-                get(counters_.rejected),        get(counters_.released),
-                get(counters_.admitted_fail_open), get(counters_.rejected_fail_closed),
-                get(counters_.backend_errors)};
+        auto get = [this](counter c) { return counters_.get(static_cast<std::size_t>(c)); };
+        return {get(counter::acquired),           get(counter::already_held),
+                get(counter::rejected),           get(counter::released),
+                get(counter::admitted_fail_open), get(counter::rejected_fail_closed),
+                get(counter::backend_errors)};
     }
 
     /// Status and counters in Prometheus text format.
@@ -187,10 +184,11 @@ public:
     const Backend& backend() const noexcept { return backend_; }
 
 private:
-    struct atomic_counters {
-        std::atomic<std::uint64_t> acquired{0}, already_held{0}, rejected{0}, released{0},
-            admitted_fail_open{0}, rejected_fail_closed{0}, backend_errors{0};
+    enum class counter : std::size_t {
+        acquired, already_held, rejected, released, admitted_fail_open, rejected_fail_closed,
+        backend_errors, count_
     };
+    void count(counter c) noexcept { counters_.add(static_cast<std::size_t>(c)); }
 
     static bool release_thunk(void* self, std::string_view call_id) noexcept {
         return static_cast<capacity_limiter*>(self)->release(call_id);
@@ -204,13 +202,13 @@ private:
         const auto max = config_.max_active_calls;
         switch (reply.state) {
         case slot_state::acquired:
-            counters_.acquired.fetch_add(1, std::memory_order_relaxed);
+            count(counter::acquired);
             log_.log(log_level::info, "[CAPACITY] ACQUIRED call_id={} active_calls={}/{}{}{}",
                      req.call_id, reply.active, max, tenant_suffix(req.tenant), local_suffix(local));
             notify(event(event_kind::acquired, req.call_id, req.tenant, reply.active, false, local));
             return {acquire_outcome::acquired, reply.active, max};
         case slot_state::already_held:
-            counters_.already_held.fetch_add(1, std::memory_order_relaxed);
+            count(counter::already_held);
             log_.log(log_level::debug, "[CAPACITY] ALREADY_HELD call_id={} active_calls={}/{}{}",
                      req.call_id, reply.active, max, local_suffix(local));
             notify(event(event_kind::already_held, req.call_id, req.tenant, reply.active, false, local));
@@ -220,7 +218,7 @@ private:
             break;
         }
         const bool by_tenant = reply.state == slot_state::rejected_tenant;
-        counters_.rejected.fetch_add(1, std::memory_order_relaxed);
+        count(counter::rejected);
         if (by_tenant)
             log_.log(log_level::warning,
                      "[CAPACITY] REJECTED call_id={} active_calls={} max={} tenant={} "
@@ -239,13 +237,13 @@ private:
         const auto known = last_active_.load(std::memory_order_relaxed);
         switch (config_.fail_mode) {
         case fail_mode::open:
-            counters_.admitted_fail_open.fetch_add(1, std::memory_order_relaxed);
+            count(counter::admitted_fail_open);
             log_.log(log_level::warning, "[CAPACITY] FAIL_OPEN call_id={} backend={}", req.call_id,
                      backend_.name());
             notify(event(event_kind::admitted_fail_open, req.call_id, req.tenant, known));
             return {acquire_outcome::admitted_fail_open, known, max};
         case fail_mode::closed:
-            counters_.rejected_fail_closed.fetch_add(1, std::memory_order_relaxed);
+            count(counter::rejected_fail_closed);
             log_.log(log_level::warning, "[CAPACITY] FAIL_CLOSED call_id={} backend={}",
                      req.call_id, backend_.name());
             notify(event(event_kind::rejected_fail_closed, req.call_id, req.tenant, known));
@@ -259,7 +257,7 @@ private:
     }
 
     void on_backend_failure(const backend_error& e) noexcept {
-        counters_.backend_errors.fetch_add(1, std::memory_order_relaxed);
+        count(counter::backend_errors);
         if (!healthy_.exchange(false)) return; // already down: logged at the transition
         log_.log(log_level::error, "[CAPACITY] BACKEND_DOWN backend={} fail_mode={} error={}",
                  backend_.name(), to_string(config_.fail_mode), e.what());
@@ -310,8 +308,8 @@ private:
     event_observer observer_;
     std::optional<memory_backend> local_; // only with fail_mode::local
     std::atomic<bool> healthy_{true};
-    std::atomic<std::int64_t> last_active_{0};
-    atomic_counters counters_;
+    std::atomic<std::int64_t> last_active_{0}; // last count status() saw: reported when degraded
+    detail::striped_counters<static_cast<std::size_t>(counter::count_)> counters_;
 };
 
 } // namespace callguard
