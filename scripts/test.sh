@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds once per configuration (build folders are
 # reused), and runs every test: the main build with ctest (unit, contract, concurrency, Redis,
-# service, consumer), then the concurrency suites again under ThreadSanitizer.
+# service, consumer), then the concurrency and contract suites under ThreadSanitizer, then the
+# library suites under AddressSanitizer + UndefinedBehaviorSanitizer. Any report fails the run.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -L unit    only the main build, passing the arguments to ctest
@@ -30,5 +31,12 @@ cmake --build build-tsan -j"$jobs"
 # Any report fails the test that produced it.
 (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 abort_on_error=0 exitcode=66" \
    ctest --output-on-failure -j"$jobs" --timeout 900 -L "concurrency|contract")
+
+step "AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/ (library suites)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCALLGUARD_SANITIZE=address,undefined \
+      -DCALLGUARD_BUILD_EXAMPLES=OFF -DCALLGUARD_BUILD_BENCH=OFF -DCALLGUARD_INSTALL=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1" \
+   ctest --output-on-failure -j"$jobs" --timeout 900)
 
 step "all tests passed"

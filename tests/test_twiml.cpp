@@ -88,7 +88,8 @@ TEST_CASE("over_capacity_twiml picks by behaviour") {
 
 TEST_CASE("hostile text is escaped and the document stays well-formed") {
     tw::twiml_options o;
-    o.reject_message = std::string("</Say><Dial>+15550100</Dial>\"'&\x01\x1f\xff\xc3(\xed\xa0\x80 ok", 45);
+    static constexpr char hostile[] = "</Say><Dial>+15550100</Dial>\"'&\x01\x1f\xff\xc3(\xed\xa0\x80 ok";
+    o.reject_message = std::string(hostile, sizeof hostile - 1);
     o.voice = "\"><Play>http://evil</Play>";
     auto xml = tw::reject_twiml(o);
     CHECK(xml.find("<Dial>") == std::string::npos);
