@@ -168,9 +168,11 @@ private:
         Clock clock;
         std::size_t shard_count;
         std::unique_ptr<shard[]> shards;
+        // Each on its own cache line: `active` is written by every decision, `next_expiry` is
+        // read by every decision and rarely written.
         alignas(64) std::atomic<std::int64_t> active{0};
-        std::atomic<rep> next_expiry{never}; // never above the earliest live expiry
-        std::mutex purge_mu;
+        alignas(64) std::atomic<rep> next_expiry{never}; // never above the earliest live expiry
+        alignas(64) std::mutex purge_mu;
         std::shared_mutex tenants_mu;
         std::unordered_map<std::string, std::unique_ptr<tenant_counter>, detail::string_hash,
                            std::equal_to<>>
