@@ -10,7 +10,6 @@ packages=(
   clang libclang-rt-14-dev               # sanitizer and fuzzing runtimes
   redis-server redis-tools               # real servers for the Redis tests, redis-benchmark
   libboost-dev libssl-dev libsqlite3-dev nlohmann-json3-dev   # the example service
-  nodejs npm                             # Twilio's own helper library for signature vectors
   prometheus                             # promtool checks /metrics
   curl procps psmisc                     # scripts and process control
 )
@@ -19,6 +18,12 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# Node (for Twilio's own helper library, used to make signature vectors): any install that has
+# `node` and `npm` will do; machines with NodeSource's nodejs already bundle npm.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"
