@@ -1,79 +1,170 @@
-// Limiter throughput over the in-memory backend: acquire+release pairs, rejections at the cap,
-// and status. One body per operation, registered per backend and thread count.
+// Limiter throughput and latency, one body per operation, registered once per backend:
+//   acquire+release pairs, acquire at capacity (rejections), status, and pairs while N slots
+//   are held (does the cost stay flat as the set grows?).
+// The memory backend is the baseline. With CALLGUARD_BENCH_REDIS and REDIS_URL set, every body
+// also runs over the Redis backend against that server (bench/compare.sh starts one).
 #include <callguard/callguard.hpp>
+#ifdef CALLGUARD_BENCH_REDIS
+#include <callguard/backends/redis.hpp>
+#endif
 
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 namespace {
 
-using memory_limiter = callguard::capacity_limiter<callguard::memory_backend>;
-
 callguard::limiter_config bench_config(std::int64_t cap) {
     callguard::limiter_config c;
     c.max_active_calls = cap;
-    c.log_level = callguard::log_level::warning;
+    c.log_level = callguard::log_level::error;
     return c;
 }
 
-/// Shared by all threads of one run; rebuilt when thread 0 starts a run.
-template <class Limiter>
-struct shared_limiter {
-    static inline std::unique_ptr<Limiter> instance;
-};
+std::string call_id(int thread, std::int64_t i) { return fmt::format("CA{:08x}{:024x}", thread, i); }
 
-std::vector<std::string> call_ids(int thread, int n) {
+/// 4096 Twilio-shaped ids for one thread, made before the timed loop.
+std::vector<std::string> call_ids(int thread) {
     std::vector<std::string> ids;
-    ids.reserve(n);
-    for (int i = 0; i < n; ++i) ids.push_back(fmt::format("CA{:08x}{:024x}", thread, i));
+    for (std::int64_t i = 0; i < 4096; ++i) ids.push_back(call_id(thread, i));
     return ids;
 }
 
-void BM_memory_acquire_release(benchmark::State& state) {
-    if (state.thread_index() == 0)
-        shared_limiter<memory_limiter>::instance = std::make_unique<memory_limiter>(
-            callguard::memory_backend{}, bench_config(1'000'000), callguard::limiter_hooks{callguard::null_sink(), {}});
-    auto ids = call_ids(state.thread_index(), 1024);
+/// Backends by name, each made fresh for one benchmark run.
+struct memory_maker {
+    static constexpr const char* name = "memory";
+    static callguard::memory_backend make(std::string_view) { return {}; }
+};
+
+#ifdef CALLGUARD_BENCH_REDIS
+struct redis_maker {
+    static constexpr const char* name = "redis";
+    static callguard::redis_backend make(std::string_view run) {
+        auto o = callguard::redis_options::from_env();
+        o.key_prefix = fmt::format("bench-{}", run);
+        return callguard::redis_backend(std::move(o));
+    }
+};
+#endif
+
+/// One limiter shared by all threads of a run; thread 0 builds it before the timed loop
+/// (Google Benchmark starts every thread's loop together, after that).
+template <class Maker>
+struct shared {
+    using limiter = callguard::capacity_limiter<decltype(Maker::make(""))>;
+    static inline std::unique_ptr<limiter> instance;
+    static inline std::atomic<int> runs{0};
+
+    static void reset(std::int64_t cap, std::int64_t held) {
+        instance.reset();
+        instance = std::make_unique<limiter>(Maker::make(std::to_string(runs++)), bench_config(cap),
+                                             callguard::limiter_hooks{callguard::null_sink(), {}});
+        for (std::int64_t i = 0; i < held; ++i) instance->acquire(call_id(-1, i));
+    }
+};
+
+/// Per-thread latency samples turned into p50/p99 counters (microseconds).
+class latencies {
+public:
+    explicit latencies(std::size_t reserve) { samples_.reserve(reserve); }
+    void add(std::chrono::steady_clock::duration d) {
+        if (samples_.size() < samples_.capacity()) samples_.push_back(d.count());
+    }
+    void report(benchmark::State& state, const char* what) {
+        if (samples_.empty()) return;
+        std::sort(samples_.begin(), samples_.end());
+        auto at = [&](double q) {
+            auto idx = static_cast<std::size_t>(q * static_cast<double>(samples_.size() - 1));
+            return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::duration(samples_[idx])).count();
+        };
+        state.counters[fmt::format("{}_p50_us", what)] = benchmark::Counter(at(0.50), benchmark::Counter::kAvgThreads);
+        state.counters[fmt::format("{}_p99_us", what)] = benchmark::Counter(at(0.99), benchmark::Counter::kAvgThreads);
+    }
+
+private:
+    std::vector<std::chrono::steady_clock::rep> samples_;
+};
+
+template <class Maker>
+void acquire_release(benchmark::State& state) {
+    const std::int64_t held = state.range(0);
+    if (state.thread_index() == 0) shared<Maker>::reset(held + 1'000'000, held);
+    latencies lat(1 << 20);
+    const auto ids = call_ids(state.thread_index());
     std::size_t i = 0;
     for (auto _ : state) {
-        auto& l = *shared_limiter<memory_limiter>::instance;
-        const auto& id = ids[i++ & 1023];
-        benchmark::DoNotOptimize(l.acquire(id));
+        auto& l = *shared<Maker>::instance;
+        const auto& id = ids[i++ & 4095];
+        if ((i & 63) == 0) { // time one acquire in 64: the clock reads would dominate a memory pair
+            auto t0 = std::chrono::steady_clock::now();
+            benchmark::DoNotOptimize(l.acquire(id));
+            lat.add(std::chrono::steady_clock::now() - t0);
+        } else {
+            benchmark::DoNotOptimize(l.acquire(id));
+        }
         benchmark::DoNotOptimize(l.release(id));
     }
-    state.SetItemsProcessed(state.iterations());
+    lat.report(state, "acquire");
     state.counters["pairs/s"] = benchmark::Counter(static_cast<double>(state.iterations()),
                                                    benchmark::Counter::kIsRate);
 }
 
-void BM_memory_acquire_at_capacity(benchmark::State& state) {
-    if (state.thread_index() == 0) {
-        shared_limiter<memory_limiter>::instance = std::make_unique<memory_limiter>(
-            callguard::memory_backend{}, bench_config(15), callguard::limiter_hooks{callguard::null_sink(), {}});
-        for (int i = 0; i < 15; ++i) shared_limiter<memory_limiter>::instance->acquire("held" + std::to_string(i));
-    }
-    auto ids = call_ids(state.thread_index(), 1024);
+template <class Maker>
+void acquire_at_capacity(benchmark::State& state) {
+    if (state.thread_index() == 0) shared<Maker>::reset(15, 15);
+    const auto ids = call_ids(state.thread_index());
     std::size_t i = 0;
-    for (auto _ : state)
-        benchmark::DoNotOptimize(shared_limiter<memory_limiter>::instance->acquire(ids[i++ & 1023]));
-    state.SetItemsProcessed(state.iterations());
+    for (auto _ : state) benchmark::DoNotOptimize(shared<Maker>::instance->acquire(ids[i++ & 4095]));
+    state.counters["rejections/s"] = benchmark::Counter(static_cast<double>(state.iterations()),
+                                                        benchmark::Counter::kIsRate);
 }
 
-void BM_memory_status(benchmark::State& state) {
-    if (state.thread_index() == 0)
-        shared_limiter<memory_limiter>::instance = std::make_unique<memory_limiter>(
-            callguard::memory_backend{}, bench_config(15), callguard::limiter_hooks{callguard::null_sink(), {}});
-    for (auto _ : state) benchmark::DoNotOptimize(shared_limiter<memory_limiter>::instance->status());
-    state.SetItemsProcessed(state.iterations());
+template <class Maker>
+void status(benchmark::State& state) {
+    if (state.thread_index() == 0) shared<Maker>::reset(15, 8);
+    for (auto _ : state) benchmark::DoNotOptimize(shared<Maker>::instance->status());
+    state.counters["status/s"] = benchmark::Counter(static_cast<double>(state.iterations()),
+                                                    benchmark::Counter::kIsRate);
+}
+
+template <class Maker>
+void register_all(const std::vector<int>& threads, std::int64_t max_held) {
+    auto reg = [&](const char* op, auto fn) {
+        auto* b = benchmark::RegisterBenchmark(fmt::format("{}/{}", op, Maker::name).c_str(), fn);
+        b->UseRealTime();
+        for (int t : threads) b->Threads(t);
+        return b;
+    };
+    reg("acquire_release", acquire_release<Maker>)->Arg(0);
+    reg("acquire_at_capacity", acquire_at_capacity<Maker>);
+    reg("status", status<Maker>);
+    auto* held = benchmark::RegisterBenchmark(fmt::format("acquire_release_held/{}", Maker::name).c_str(),
+                                              acquire_release<Maker>);
+    held->UseRealTime()->Threads(1);
+    for (std::int64_t n : {15LL, 1000LL, 100'000LL, 1'000'000LL})
+        if (n <= max_held) held->Arg(n);
 }
 
 } // namespace
 
-BENCHMARK(BM_memory_acquire_release)->UseRealTime()->Threads(1)->Threads(2);
-BENCHMARK(BM_memory_acquire_at_capacity)->UseRealTime()->Threads(1)->Threads(2);
-BENCHMARK(BM_memory_status)->UseRealTime()->Threads(1);
-
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    register_all<memory_maker>({1, 2}, 1'000'000);
+#ifdef CALLGUARD_BENCH_REDIS
+    if (std::getenv("REDIS_URL")) {
+        const char* max_held = std::getenv("CALLGUARD_BENCH_MAX_HELD");
+        register_all<redis_maker>({1, 2, 16, 64}, max_held ? std::atoll(max_held) : 1'000'000);
+    }
+#endif
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+}
