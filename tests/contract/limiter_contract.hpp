@@ -134,7 +134,11 @@ TEST_CASE_TEMPLATE_DEFINE("limiter contract: a slot nobody releases expires afte
     CHECK_FALSE(l->release("CA-crashed-1"));     // expired: nothing left to free
     CHECK(l->status().active_calls == 2);
     std::this_thread::sleep_for(1100ms);
-    CHECK(l->cleanup_expired() == 2);
+    // Both expired. A backend may already have dropped them on its own (Redis expires the
+    // whole key of an idle limiter), so cleanup finds at most those two.
+    CHECK(l->status().active_calls == 0);
+    CHECK(l->cleanup_expired() <= 2);
+    CHECK(l->cleanup_expired() == 0);
     CHECK(l->status().active_calls == 0);
 }
 

@@ -1,0 +1,342 @@
+#pragma once
+
+// The Redis backend: one cap shared by every process that points at the same Redis and key
+// prefix. Each operation is one Lua script call (EVALSHA), atomic on the server. Needs hiredis
+// (CMake target callguard::redis); works with hiredis 0.14 and 1.x.
+
+#include "../backend.hpp"
+#include "../redis/connection.hpp"
+#include "../redis/errors.hpp"
+#include "../redis/options.hpp"
+#include "../redis/pool.hpp"
+#include "../redis/scripts.hpp"
+
+#include <fmt/core.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+namespace callguard {
+
+/// Fleet-wide backend over Redis.
+///
+/// Construction never connects and never throws for an unreachable server (only malformed
+/// options throw): connections are made on first use, so fail-open works from the first call.
+///
+/// Failure handling: every failure throws a `redis_error` (a `backend_error`), which the limiter
+/// turns into its fail-mode decision. After a failure a circuit breaker opens: calls throw
+/// `redis_unavailable` at once, without touching the network, and at most one call per
+/// `probe_interval` tries Redis again; its success closes the breaker. So a dead or frozen Redis
+/// costs at most one timeout, not one per call. Releases that fail meanwhile are kept (bounded,
+/// deduplicated) and replayed once Redis answers, so a slot is not held for the whole TTL.
+///
+/// Copies share connections, breaker and queue (a backend is a handle).
+class redis_backend {
+public:
+    explicit redis_backend(std::string_view url, std::string_view key_prefix = "calls")
+        : redis_backend(with_prefix(redis_options::from_url(url), key_prefix)) {}
+
+    explicit redis_backend(redis_options options)
+        : st_(std::make_shared<state>(std::move(options))) {}
+
+    slot_reply try_acquire(const slot_request& req) {
+        const auto cap = std::to_string(req.max_active);
+        const auto ttl = std::to_string(req.ttl.count());
+        const auto tenant_cap = std::to_string(req.tenant_max);
+        auto r = guarded([&] {
+            return st_->eval(script::acquire, {st_->active_key, st_->owners_key},
+                             {req.call_id, cap, ttl, req.tenant, tenant_cap, st_->base});
+        });
+        auto [code, live] = pair_of(r.get());
+        static constexpr std::array<slot_state, 4> states{
+            slot_state::acquired, slot_state::already_held, slot_state::rejected,
+            slot_state::rejected_tenant};
+        if (code < 0 || code > 3) throw redis_reply_error("unexpected acquire reply");
+        return {states[static_cast<std::size_t>(code)], live};
+    }
+
+    release_reply release(std::string_view call_id) {
+        try {
+            auto r = guarded([&] {
+                return st_->eval(script::release, {st_->active_key, st_->owners_key},
+                                 {call_id, st_->base});
+            });
+            auto [freed, live] = pair_of(r.get());
+            return {freed == 1, live};
+        } catch (const redis_error&) {
+            st_->keep_for_replay(call_id);
+            throw;
+        }
+    }
+
+    bool refresh(std::string_view call_id, std::chrono::milliseconds ttl) {
+        const auto ttl_text = std::to_string(ttl.count());
+        auto r = guarded([&] {
+            return st_->eval(script::refresh, {st_->active_key, st_->owners_key},
+                             {call_id, ttl_text, st_->base});
+        });
+        return integer_of(r.get()) == 1;
+    }
+
+    std::int64_t active_count() {
+        auto r = guarded([&] { return st_->eval(script::count, {st_->active_key}, {}); });
+        return integer_of(r.get());
+    }
+
+    std::size_t purge_expired() {
+        auto r = guarded([&] {
+            return st_->eval(script::cleanup, {st_->active_key, st_->owners_key}, {st_->base});
+        });
+        return static_cast<std::size_t>(integer_of(r.get()));
+    }
+
+    std::string_view name() const noexcept { return "redis"; }
+    bool healthy() const noexcept { return !st_->breaker_open.load(); }
+
+    const redis_options& options() const noexcept { return st_->pool.options(); }
+    /// Releases waiting to be replayed.
+    std::size_t pending_releases() const {
+        std::lock_guard lk(st_->pending_mu);
+        return st_->pending.size();
+    }
+    /// Connections open right now (idle + in use).
+    std::size_t open_connections() const { return st_->pool.open_connections(); }
+
+private:
+    enum class script : std::size_t { acquire, release, refresh, count, cleanup, count_ };
+    static constexpr std::array<std::string_view, 5> sources{
+        detail::lua::acquire, detail::lua::release, detail::lua::refresh, detail::lua::count,
+        detail::lua::cleanup};
+    static constexpr std::size_t replay_batch = 64;
+
+    static redis_options with_prefix(redis_options o, std::string_view prefix) {
+        o.key_prefix = std::string(prefix);
+        return o;
+    }
+
+    struct state {
+        detail::connection_pool pool;
+        std::string base, active_key, owners_key;
+
+        std::mutex sha_mu;
+        std::array<std::string, static_cast<std::size_t>(script::count_)> shas;
+
+        std::atomic<bool> breaker_open{false};
+        std::atomic<std::int64_t> next_probe_ns{0};
+        std::mutex error_mu;
+        std::string last_error;
+
+        mutable std::mutex pending_mu;
+        std::unordered_set<std::string> pending;
+        std::atomic<std::size_t> pending_count{0};
+        std::atomic<bool> eviction_checked{false};
+        bool dropped_warned = false;
+
+        explicit state(redis_options o) : pool(validated(std::move(o))) {
+            base = "{" + pool.options().key_prefix + "}";
+            active_key = base + ":active";
+            owners_key = base + ":owners";
+        }
+
+        static redis_options validated(redis_options o) {
+            o.validate();
+            if (!o.on_warning)
+                o.on_warning = [](std::string_view msg) {
+                    fmt::print(stderr, "[CAPACITY] REDIS_WARNING {}\n", msg);
+                };
+            return o;
+        }
+
+        static std::int64_t now_ns() noexcept {
+            return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                .count();
+        }
+
+        /// May this call touch the network? Always while healthy; while the breaker is open,
+        /// only the one caller that wins the next probe slot.
+        bool allow() noexcept {
+            if (!breaker_open.load()) return true;
+            auto due = next_probe_ns.load();
+            const auto now = now_ns();
+            return now >= due &&
+                   next_probe_ns.compare_exchange_strong(
+                       due, now + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      pool.options().probe_interval)
+                                      .count());
+        }
+
+        void on_failure(const redis_error& e) noexcept {
+            try {
+                std::lock_guard lk(error_mu);
+                last_error = e.what();
+            } catch (...) {
+            }
+            next_probe_ns.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               pool.options().probe_interval)
+                                               .count());
+            breaker_open.store(true);
+            if (dynamic_cast<const redis_io_error*>(&e)) pool.drop_idle();
+        }
+
+        std::string unavailable_message() {
+            std::lock_guard lk(error_mu);
+            return "Redis unavailable (circuit open, next probe within " +
+                   std::to_string(pool.options().probe_interval.count()) + " ms); last error: " +
+                   last_error;
+        }
+
+        std::string sha_of(script s) {
+            std::lock_guard lk(sha_mu);
+            return shas[static_cast<std::size_t>(s)];
+        }
+
+        std::string load(detail::redis_connection& c, script s) {
+            auto r = c.command({"SCRIPT", "LOAD", sources[static_cast<std::size_t>(s)]});
+            if (detail::reply_is_error(r.get()) || r->type != REDIS_REPLY_STRING)
+                throw redis_reply_error("SCRIPT LOAD failed: " + detail::reply_text(r.get()));
+            auto sha = detail::reply_text(r.get());
+            std::lock_guard lk(sha_mu);
+            shas[static_cast<std::size_t>(s)] = sha;
+            return sha;
+        }
+
+        /// One EVALSHA; on NOSCRIPT (Redis restarted, failed over, or SCRIPT FLUSH) the script
+        /// is loaded and the call retried once. Nothing else is retried: after a timeout the
+        /// script may have run.
+        detail::reply_ptr eval(script s, std::initializer_list<std::string_view> keys,
+                               std::initializer_list<std::string_view> args) {
+            auto c = pool.get();
+            check_eviction_policy(*c);
+            auto sha = sha_of(s);
+            if (sha.empty()) sha = load(*c, s);
+            const auto nkeys = std::to_string(keys.size());
+            std::vector<const char*> argv;
+            std::vector<std::size_t> lens;
+            argv.reserve(3 + keys.size() + args.size());
+            lens.reserve(argv.capacity());
+            auto push = [&](std::string_view a) {
+                argv.push_back(a.data());
+                lens.push_back(a.size());
+            };
+            push("EVALSHA");
+            push(sha);
+            push(nkeys);
+            for (auto k : keys) push(k);
+            for (auto a : args) push(a);
+            auto r = c->command_argv(static_cast<int>(argv.size()), argv.data(), lens.data());
+            if (detail::reply_error_is(r.get(), "NOSCRIPT")) {
+                sha = load(*c, s);
+                argv[1] = sha.data();
+                lens[1] = sha.size();
+                r = c->command_argv(static_cast<int>(argv.size()), argv.data(), lens.data());
+            }
+            if (detail::reply_is_error(r.get()))
+                throw redis_reply_error("Redis refused the script: " + detail::reply_text(r.get()));
+            return r;
+        }
+
+        /// Warns once when the server may evict our keys: an evicted set silently resets the cap.
+        void check_eviction_policy(detail::redis_connection& c) noexcept {
+            if (eviction_checked.exchange(true)) return;
+            try {
+                auto policy = c.command({"CONFIG", "GET", "maxmemory-policy"});
+                auto limit = c.command({"CONFIG", "GET", "maxmemory"});
+                auto value = [](const redisReply* r) {
+                    return r && r->type == REDIS_REPLY_ARRAY && r->elements == 2
+                               ? detail::reply_text(r->element[1])
+                               : std::string();
+                };
+                auto p = value(policy.get()), m = value(limit.get());
+                if (!p.empty() && p != "noeviction" && !m.empty() && m != "0")
+                    pool.options().on_warning(
+                        "maxmemory-policy is " + p + " with maxmemory " + m +
+                        ": Redis may evict the limiter's keys and reset the cap; use noeviction");
+            } catch (...) {
+                // CONFIG may be renamed or forbidden; the check is advice, not a requirement.
+            }
+        }
+
+        void keep_for_replay(std::string_view call_id) noexcept {
+            try {
+                std::lock_guard lk(pending_mu);
+                if (pending.size() >= pool.options().max_pending_releases) {
+                    if (!dropped_warned) {
+                        dropped_warned = true;
+                        pool.options().on_warning(
+                            "release replay queue is full; further releases while Redis is "
+                            "unreachable are left to the slot TTL");
+                    }
+                    return;
+                }
+                pending.emplace(call_id);
+                pending_count.store(pending.size());
+            } catch (...) {
+            }
+        }
+
+        /// Replays a batch of kept releases; stops at the first failure (kept for later).
+        void replay_some() noexcept {
+            std::vector<std::string> batch;
+            try {
+                std::lock_guard lk(pending_mu);
+                for (auto it = pending.begin(); it != pending.end() && batch.size() < replay_batch;) {
+                    batch.push_back(std::move(pending.extract(it++).value()));
+                }
+                pending_count.store(pending.size());
+            } catch (...) {
+                return;
+            }
+            for (std::size_t i = 0; i < batch.size(); ++i) {
+                try {
+                    eval(script::release, {active_key, owners_key}, {batch[i], base});
+                } catch (...) {
+                    for (std::size_t j = i; j < batch.size(); ++j) keep_for_replay(batch[j]);
+                    return;
+                }
+            }
+        }
+    };
+
+    /// Runs one network operation behind the breaker; maps its outcome onto the breaker.
+    template <class Op>
+    auto guarded(Op&& op) -> decltype(op()) {
+        if (!st_->allow()) throw redis_unavailable(st_->unavailable_message());
+        try {
+            auto result = op();
+            st_->breaker_open.store(false);
+            if (st_->pending_count.load() > 0) st_->replay_some();
+            return result;
+        } catch (const redis_pool_timeout&) {
+            throw; // busy, not broken: the breaker stays as it is
+        } catch (const redis_error& e) {
+            st_->on_failure(e);
+            throw;
+        }
+    }
+
+    static std::int64_t integer_of(const redisReply* r) {
+        if (!r || r->type != REDIS_REPLY_INTEGER) throw redis_reply_error("unexpected reply type");
+        return r->integer;
+    }
+
+    static std::pair<std::int64_t, std::int64_t> pair_of(const redisReply* r) {
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+            throw redis_reply_error("unexpected reply shape");
+        return {integer_of(r->element[0]), integer_of(r->element[1])};
+    }
+
+    std::shared_ptr<state> st_;
+};
+
+static_assert(capacity_backend<redis_backend>);
+
+} // namespace callguard

@@ -1,0 +1,256 @@
+#pragma once
+
+// Where the Redis backend connects and how patiently: a plain struct of std::chrono durations,
+// filled by hand, from a URL, or from the environment.
+
+#include "../config.hpp"
+#include "../errors.hpp"
+#include "../detail/text.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace callguard {
+
+struct redis_options {
+    std::string host = "127.0.0.1";
+    int port = 6379;
+    std::string unix_socket; ///< when set, used instead of host/port
+    int db = 0;
+    std::string user;     ///< ACL user (Redis 6+); empty: the default user
+    std::string password; ///< empty: no AUTH
+    std::chrono::milliseconds connect_timeout{250};
+    std::chrono::milliseconds command_timeout{250};
+    std::size_t pool_size = 4; ///< connections kept for concurrent callers
+    std::string key_prefix = "calls"; ///< keys are `{prefix}:...`: one hash tag, one cluster slot
+    /// While Redis is unreachable, at most one call per interval tries the network (the probe);
+    /// every other call is decided at once by the limiter's fail mode.
+    std::chrono::milliseconds probe_interval{1000};
+    /// Releases that failed while Redis was unreachable, kept and replayed when it answers again.
+    std::size_t max_pending_releases = 10000;
+    /// Receives operational warnings (an eviction policy that can drop our keys, a dropped
+    /// queued release). Default: one line on stderr.
+    std::function<void(std::string_view)> on_warning;
+
+    /// `redis://[user:pass@]host[:port][/db]` or `unix:///path.sock[?db=N]`, percent-decoded.
+    /// Throws `config_error` (variable REDIS_URL, password masked) naming the part that is wrong.
+    static redis_options from_url(std::string_view url);
+
+    /// REDIS_URL (required), CALLS_REDIS_KEY_PREFIX, CALLS_REDIS_TIMEOUT_MS (connect and command).
+    static redis_options from_env(const env_lookup& lookup);
+    static redis_options from_env() {
+        return from_env([](const char* name) -> std::optional<std::string> {
+            if (const char* v = std::getenv(name)) return std::string(v);
+            return std::nullopt;
+        });
+    }
+
+    /// Throws `config_error` for values no connection could use.
+    void validate() const;
+};
+
+namespace detail {
+
+inline int hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/// Percent-decodes `s`; nothing on a malformed escape.
+inline std::optional<std::string> percent_decode(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out += s[i];
+            continue;
+        }
+        if (i + 2 >= s.size()) return std::nullopt; // needs two hex digits after '%'
+        const int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+    }
+    return out;
+}
+
+/// The URL with any password replaced by `***`, for error messages and logs.
+inline std::string mask_url_password(std::string_view url) {
+    auto scheme_end = url.find("://");
+    if (scheme_end == std::string_view::npos) return printable(url);
+    auto authority_start = scheme_end + 3;
+    auto at = url.find('@', authority_start);
+    auto slash = url.find('/', authority_start);
+    if (at == std::string_view::npos || (slash != std::string_view::npos && slash < at))
+        return printable(url);
+    auto colon = url.find(':', authority_start);
+    std::string out(url.substr(0, authority_start));
+    if (colon != std::string_view::npos && colon < at) {
+        out += url.substr(authority_start, colon - authority_start);
+        out += ":***";
+    } else {
+        out += "***";
+    }
+    out += url.substr(at);
+    return printable(out, 200);
+}
+
+inline bool valid_key_prefix(std::string_view p) noexcept {
+    if (p.empty() || p.size() > 64) return false;
+    for (char c : p) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == ':' || c == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+} // namespace detail
+
+inline redis_options redis_options::from_url(std::string_view url) {
+    const std::string shown = detail::mask_url_password(url);
+    auto fail = [&](const std::string& why) -> void { throw config_error("REDIS_URL", shown, why); };
+    auto decode = [&](std::string_view part, const char* what) {
+        auto d = detail::percent_decode(part);
+        if (!d) fail(std::string("malformed percent-escape in the ") + what);
+        return *d;
+    };
+    auto parse_db = [&](std::string_view text) {
+        auto v = detail::parse_int(text);
+        if (!v || *v > 1'000'000) fail("db must be a non-negative integer, got '" + detail::printable(text) + "'");
+        return static_cast<int>(*v);
+    };
+
+    redis_options o;
+    auto sep = url.find("://");
+    if (sep == std::string_view::npos) fail("expected redis://host[:port][/db] or unix:///path.sock");
+    const auto scheme = url.substr(0, sep);
+    auto rest = url.substr(sep + 3);
+
+    // Query string (the same for both schemes).
+    std::string_view query;
+    if (auto q = rest.find('?'); q != std::string_view::npos) {
+        query = rest.substr(q + 1);
+        rest = rest.substr(0, q);
+    }
+    if (rest.find('#') != std::string_view::npos) fail("fragments ('#') are not allowed");
+
+    if (detail::iequals(scheme, "rediss"))
+        fail("TLS (rediss://) is not supported: this build's hiredis has no TLS; use a TLS "
+             "proxy (e.g. stunnel) on localhost and redis:// to it");
+    if (detail::iequals(scheme, "unix")) {
+        if (rest.empty() || rest.front() != '/') fail("unix socket path must be absolute (unix:///path.sock)");
+        o.unix_socket = decode(rest, "socket path");
+    } else if (detail::iequals(scheme, "redis")) {
+        // authority [/db]
+        std::string_view authority = rest, path;
+        if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+            authority = rest.substr(0, slash);
+            path = rest.substr(slash + 1);
+        }
+        if (auto at = authority.rfind('@'); at != std::string_view::npos) {
+            auto userinfo = authority.substr(0, at);
+            authority = authority.substr(at + 1);
+            auto colon = userinfo.find(':');
+            if (colon == std::string_view::npos)
+                fail("userinfo must be user:password or :password");
+            o.user = decode(userinfo.substr(0, colon), "user");
+            o.password = decode(userinfo.substr(colon + 1), "password");
+        }
+        std::string_view host = authority, port;
+        if (!authority.empty() && authority.front() == '[') { // [IPv6]:port
+            auto close = authority.find(']');
+            if (close == std::string_view::npos) fail("unterminated '[' in the host");
+            host = authority.substr(1, close - 1);
+            auto after = authority.substr(close + 1);
+            if (!after.empty()) {
+                if (after.front() != ':') fail("unexpected text after ']' in the host");
+                port = after.substr(1);
+                if (port.empty()) fail("port is empty");
+            }
+        } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+            host = authority.substr(0, colon);
+            port = authority.substr(colon + 1);
+            if (port.empty()) fail("port is empty");
+        }
+        if (host.empty()) fail("host is empty");
+        for (char c : host) {
+            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '-' || c == '_' || c == ':';
+            if (!ok) fail("host contains '" + detail::printable(std::string_view(&c, 1)) + "'");
+        }
+        o.host = std::string(host);
+        if (!port.empty()) {
+            auto p = detail::parse_int(port);
+            if (!p || *p < 1 || *p > 65535) fail("port must be 1-65535, got '" + detail::printable(port) + "'");
+            o.port = static_cast<int>(*p);
+        }
+        if (!path.empty()) o.db = parse_db(path);
+    } else {
+        fail("unknown scheme '" + detail::printable(scheme) + "' (expected redis:// or unix://)");
+    }
+
+    // Parameters: only db, and only where the path cannot carry it.
+    while (!query.empty()) {
+        auto amp = query.find('&');
+        auto item = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        if (item.empty()) continue;
+        auto eq = item.find('=');
+        auto name = item.substr(0, eq);
+        auto value = eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
+        if (name == "db" && !o.unix_socket.empty())
+            o.db = parse_db(value);
+        else
+            fail("unknown URL parameter '" + detail::printable(name) + "'");
+    }
+    return o;
+}
+
+inline void redis_options::validate() const {
+    auto fail = [](const char* var, const std::string& value, const char* why) {
+        throw config_error(var, value, why);
+    };
+    if (!detail::valid_key_prefix(key_prefix))
+        fail("CALLS_REDIS_KEY_PREFIX", detail::printable(key_prefix),
+             "expected 1-64 characters from [A-Za-z0-9_.:-]");
+    if (unix_socket.empty() && (host.empty() || port < 1 || port > 65535))
+        fail("REDIS_URL", host + ":" + std::to_string(port), "host is empty or port out of range");
+    if (db < 0) fail("REDIS_URL", std::to_string(db), "db must be non-negative");
+    if (connect_timeout.count() < 1 || command_timeout.count() < 1)
+        fail("CALLS_REDIS_TIMEOUT_MS", std::to_string(command_timeout.count()), "timeouts must be positive");
+    if (pool_size < 1 || pool_size > 1024)
+        fail("pool_size", std::to_string(pool_size), "expected 1 to 1024 connections");
+    if (probe_interval.count() < 1)
+        fail("probe_interval", std::to_string(probe_interval.count()), "must be positive");
+}
+
+inline redis_options redis_options::from_env(const env_lookup& lookup) {
+    auto get = [&](const char* name) { return lookup ? lookup(name) : std::nullopt; };
+    auto url = get("REDIS_URL");
+    if (!url || detail::trim(*url).empty())
+        throw config_error("REDIS_URL", url ? *url : "", "is not set");
+    auto o = from_url(detail::trim(*url));
+    if (auto p = get("CALLS_REDIS_KEY_PREFIX")) {
+        auto prefix = detail::trim(*p);
+        if (!detail::valid_key_prefix(prefix))
+            throw config_error("CALLS_REDIS_KEY_PREFIX", detail::printable(*p),
+                               "expected 1-64 characters from [A-Za-z0-9_.:-]");
+        o.key_prefix = std::string(prefix);
+    }
+    if (auto t = get("CALLS_REDIS_TIMEOUT_MS")) {
+        auto ms = std::chrono::milliseconds(parse_positive("CALLS_REDIS_TIMEOUT_MS", *t, 60'000));
+        o.connect_timeout = o.command_timeout = ms;
+    }
+    return o;
+}
+
+} // namespace callguard

@@ -1,0 +1,4 @@
+#include "../contract/limiter_contract.hpp"
+#include "redis_fixture.hpp"
+
+CALLGUARD_LIMITER_CONTRACT(test::redis_fixture);

@@ -1,0 +1,156 @@
+// The Redis backend against a real redis-server: the data model, one round trip per
+// operation, the TTL safety net across processes, and script reloading.
+
+#include "../support/doubles.hpp"
+#include "redis_fixture.hpp"
+
+#include <callguard/callguard.hpp>
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+using namespace std::chrono_literals;
+using callguard::acquire_outcome;
+using redis_limiter = callguard::capacity_limiter<callguard::redis_backend>;
+
+namespace {
+
+std::unique_ptr<redis_limiter> make(const std::string& prefix, std::int64_t cap,
+                                    std::chrono::seconds ttl = 7200s) {
+    auto cfg = test::small_config(cap);
+    cfg.slot_ttl = ttl;
+    return std::make_unique<redis_limiter>(
+        callguard::redis_backend(test::quick_options(test::shared_redis(), prefix)), cfg,
+        callguard::limiter_hooks{callguard::null_sink(), {}});
+}
+
+/// Calls of one command in INFO commandstats (0 if never called).
+long long calls_of(std::string_view cmd) {
+    auto info = test::shared_redis().command({"INFO", "commandstats"});
+    auto key = "cmdstat_" + std::string(cmd) + ":calls=";
+    auto pos = info.find(key);
+    return pos == std::string::npos ? 0 : std::stoll(info.substr(pos + key.size()));
+}
+
+} // namespace
+
+TEST_CASE("redis: slots live in one sorted set under one hash tag, scored by server time") {
+    auto& srv = test::shared_redis();
+    const auto prefix = test::unique_prefix("model");
+    auto l = make(prefix, 5, 60s);
+    REQUIRE(l->acquire("CA-model-1", "biz1").outcome == acquire_outcome::acquired);
+    REQUIRE(l->acquire("CA-model-2").outcome == acquire_outcome::acquired);
+    const auto active = "{" + prefix + "}:active";
+    CHECK(srv.integer({"ZCARD", active}) == 2);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:tenant:biz1"}) == 1);
+    CHECK(srv.command({"HGET", "{" + prefix + "}:owners", "CA-model-1"}) == "biz1");
+    // Score = server TIME in ms + TTL.
+    auto time = srv.command({"TIME"});
+    const long long now_ms = std::stoll(time.substr(0, time.find(' '))) * 1000;
+    const long long score = std::stoll(srv.command({"ZSCORE", active, "CA-model-1"}));
+    CHECK(score > now_ms + 55'000);
+    CHECK(score <= now_ms + 61'000);
+    // The keys expire on their own when the limiter goes idle.
+    CHECK(srv.integer({"PTTL", active}) > 55'000);
+    CHECK(srv.integer({"PTTL", "{" + prefix + "}:owners"}) > 55'000);
+    CHECK(l->release("CA-model-1"));
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:tenant:biz1"}) == 0);
+    CHECK(srv.command({"HGET", "{" + prefix + "}:owners", "CA-model-1"}) == "(nil)");
+}
+
+TEST_CASE("redis: acquire and release are exactly one EVALSHA each") {
+    auto l = make(test::unique_prefix("rtt"), 5);
+    l->acquire("CA-warm");   // loads the scripts once
+    l->release("CA-warm");
+    const auto before = calls_of("evalsha"), loads = calls_of("script|load") + calls_of("script");
+    for (int i = 0; i < 10; ++i) {
+        auto id = "CA-rtt-" + std::to_string(i);
+        l->acquire(id);
+        l->release(id);
+    }
+    CHECK(calls_of("evalsha") - before == 20);
+    CHECK(calls_of("script|load") + calls_of("script") == loads); // nothing reloaded
+}
+
+TEST_CASE("redis: a process that dies holding slots gives them back after the TTL") {
+    const auto prefix = test::unique_prefix("crash");
+    test::shared_redis(); // started before the fork: parent and child use the same server
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        auto l = make(prefix, 2, 1s);
+        bool ok = l->acquire("CA-crash-1").admitted() && l->acquire("CA-crash-2").admitted();
+        std::_Exit(ok ? 0 : 1); // no release, no destructors: a crash
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    auto l = make(prefix, 2, 1s);
+    CHECK(l->acquire("CA-after").outcome == acquire_outcome::rejected);
+    std::this_thread::sleep_for(1100ms);
+    CHECK(l->acquire("CA-after").outcome == acquire_outcome::acquired);
+    CHECK(l->status().active_calls == 1);
+}
+
+TEST_CASE("redis: SCRIPT FLUSH (or a restarted server) mid-run is survived") {
+    auto& srv = test::shared_redis();
+    auto l = make(test::unique_prefix("flush"), 3);
+    REQUIRE(l->acquire("CA-f1").admitted());
+    CHECK(srv.command({"SCRIPT", "FLUSH"}) == "OK");
+    CHECK(l->acquire("CA-f2").outcome == acquire_outcome::acquired);
+    CHECK(l->acquire("CA-f1").outcome == acquire_outcome::already_held);
+    CHECK(srv.command({"SCRIPT", "FLUSH"}) == "OK");
+    CHECK(l->release("CA-f1"));
+    CHECK(l->refresh("CA-f2"));
+    CHECK(l->status().active_calls == 1);
+    CHECK(l->status().backend_healthy);
+    CHECK(l->counters().backend_errors == 0);
+}
+
+TEST_CASE("redis: cleanup_expired removes expired slots and their tenant entries") {
+    auto& srv = test::shared_redis();
+    const auto prefix = test::unique_prefix("cleanup");
+    auto cfg = test::small_config(10);
+    cfg.slot_ttl = 1s;
+    cfg.tenant_limits = {{"biz", 5}};
+    redis_limiter l(callguard::redis_backend(test::quick_options(srv, prefix)), cfg,
+                    {callguard::null_sink(), {}});
+    for (int i = 0; i < 4; ++i) REQUIRE(l.acquire("CA-c" + std::to_string(i), "biz").admitted());
+    // A limiter with a longer TTL on the same keys keeps them from expiring as a whole.
+    auto long_lived = make(prefix, 10, 60s);
+    REQUIRE(long_lived->acquire("CA-long", "biz").admitted());
+    std::this_thread::sleep_for(1100ms);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:active"}) == 5); // still stored, not all live
+    CHECK(l.status().active_calls == 1);
+    CHECK(l.cleanup_expired() == 4);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:active"}) == 1);
+    CHECK(srv.integer({"HLEN", "{" + prefix + "}:owners"}) == 1);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:tenant:biz"}) == 1);
+    CHECK(l.cleanup_expired() == 0);
+}
+
+TEST_CASE("redis: key prefixes keep limiters apart; a unix socket works too") {
+    auto a = make(test::unique_prefix("apart-a"), 1);
+    auto b = make(test::unique_prefix("apart-b"), 1);
+    CHECK(a->acquire("CA-same").outcome == acquire_outcome::acquired);
+    CHECK(b->acquire("CA-same").outcome == acquire_outcome::acquired);
+    CHECK(a->acquire("CA-other").outcome == acquire_outcome::rejected);
+
+    char dir[] = "/tmp/callguard-sock-XXXXXX";
+    REQUIRE(::mkdtemp(dir));
+    const std::string sock = std::string(dir) + "/redis.sock";
+    {
+        test::redis_server srv({"--unixsocket", sock, "--unixsocketperm", "700"});
+        auto o = callguard::redis_options::from_url("unix://" + sock + "?db=2");
+        o.on_warning = [](std::string_view) {};
+        redis_limiter l(callguard::redis_backend(o), test::small_config(2), {callguard::null_sink(), {}});
+        CHECK(l.acquire("CA-unix").outcome == acquire_outcome::acquired);
+        CHECK(srv.integer({"DBSIZE"}) == 0); // it went to db 2, not db 0
+        CHECK(l.status().active_calls == 1);
+    }
+    std::filesystem::remove_all(dir);
+}

@@ -1,0 +1,136 @@
+// REDIS_URL and the other Redis settings: every form we accept, every malformed part named.
+
+#include <callguard/backends/redis.hpp>
+#include <doctest/doctest.h>
+
+#include <map>
+#include <string>
+
+using callguard::redis_options;
+
+namespace {
+
+std::string error_for(std::string_view url) {
+    try {
+        redis_options::from_url(url);
+    } catch (const callguard::config_error& e) {
+        CHECK(e.variable() == "REDIS_URL");
+        return e.what();
+    }
+    return {};
+}
+
+} // namespace
+
+TEST_CASE("redis URLs: the accepted forms") {
+    auto a = redis_options::from_url("redis://127.0.0.1:6379/0");
+    CHECK(a.host == "127.0.0.1");
+    CHECK(a.port == 6379);
+    CHECK(a.db == 0);
+    CHECK(a.password.empty());
+
+    auto b = redis_options::from_url("redis://cache.internal");
+    CHECK(b.host == "cache.internal");
+    CHECK(b.port == 6379);
+
+    auto c = redis_options::from_url("redis://app:p%40ss%3Aw0rd@10.0.0.5:6380/3");
+    CHECK(c.user == "app");
+    CHECK(c.password == "p@ss:w0rd");
+    CHECK(c.host == "10.0.0.5");
+    CHECK(c.port == 6380);
+    CHECK(c.db == 3);
+
+    auto d = redis_options::from_url("redis://:secret@localhost/");
+    CHECK(d.user.empty());
+    CHECK(d.password == "secret");
+    CHECK(d.db == 0);
+
+    auto e = redis_options::from_url("redis://[::1]:7000/2");
+    CHECK(e.host == "::1");
+    CHECK(e.port == 7000);
+    CHECK(e.db == 2);
+
+    auto u = redis_options::from_url("unix:///run/redis/redis%20server.sock?db=5");
+    CHECK(u.unix_socket == "/run/redis/redis server.sock");
+    CHECK(u.db == 5);
+    CHECK(redis_options::from_url("REDIS://h:1").port == 1);
+}
+
+TEST_CASE("redis URLs: each malformed part is named, and passwords never shown") {
+    struct bad {
+        const char* url;
+        const char* says;
+    };
+    for (auto [url, says] : {
+             bad{"", "expected redis://"},
+             bad{"127.0.0.1:6379", "expected redis://"},
+             bad{"http://h:6379", "unknown scheme"},
+             bad{"rediss://h:6380", "TLS"},
+             bad{"redis://", "host is empty"},
+             bad{"redis://:6379", "host is empty"},
+             bad{"redis://h:", "port is empty"},
+             bad{"redis://h:0", "port must be 1-65535"},
+             bad{"redis://h:70000", "port must be 1-65535"},
+             bad{"redis://h:12ab", "port must be 1-65535"},
+             bad{"redis://h/x", "db must be"},
+             bad{"redis://h/-1", "db must be"},
+             bad{"redis://h/1/2", "db must be"},
+             bad{"redis://h?timeout=5", "unknown URL parameter 'timeout'"},
+             bad{"redis://h?db=1", "unknown URL parameter 'db'"},
+             bad{"redis://h#frag", "fragments"},
+             bad{"redis://user@h", "userinfo"},
+             bad{"redis://u:p%zz@h", "malformed percent-escape in the password"},
+             bad{"redis://u%4:p@h", "malformed percent-escape in the user"},
+             bad{"redis://ho st", "host contains"},
+             bad{"redis://[::1", "unterminated"},
+             bad{"unix://relative.sock", "absolute"},
+             bad{"unix:///s.sock?db=x", "db must be"},
+             bad{"unix:///s.sock?foo=1", "unknown URL parameter 'foo'"},
+         }) {
+        CAPTURE(url);
+        auto what = error_for(url);
+        CHECK(what.find(says) != std::string::npos);
+    }
+    auto what = error_for("redis://admin:hunter2@h:99999");
+    CHECK(what.find("hunter2") == std::string::npos);
+    CHECK(what.find("admin:***@h:99999") != std::string::npos);
+}
+
+TEST_CASE("redis options from the environment") {
+    std::map<std::string, std::string> vars{{"REDIS_URL", "redis://h:1234/2"},
+                                            {"CALLS_REDIS_KEY_PREFIX", "shop-a"},
+                                            {"CALLS_REDIS_TIMEOUT_MS", "500"}};
+    auto lookup = [&](const char* n) -> std::optional<std::string> {
+        if (auto it = vars.find(n); it != vars.end()) return it->second;
+        return std::nullopt;
+    };
+    auto o = redis_options::from_env(lookup);
+    CHECK(o.port == 1234);
+    CHECK(o.db == 2);
+    CHECK(o.key_prefix == "shop-a");
+    CHECK(o.command_timeout == std::chrono::milliseconds(500));
+    CHECK(o.connect_timeout == std::chrono::milliseconds(500));
+
+    vars["CALLS_REDIS_TIMEOUT_MS"] = "0";
+    CHECK_THROWS_AS(redis_options::from_env(lookup), callguard::config_error);
+    vars["CALLS_REDIS_TIMEOUT_MS"] = "250";
+    for (auto bad_prefix : {"{calls}", "has space", "", "a/b"}) {
+        vars["CALLS_REDIS_KEY_PREFIX"] = bad_prefix;
+        CHECK_THROWS_AS(redis_options::from_env(lookup), callguard::config_error);
+    }
+    vars.erase("CALLS_REDIS_KEY_PREFIX");
+    vars.erase("REDIS_URL");
+    CHECK_THROWS_AS(redis_options::from_env(lookup), callguard::config_error);
+}
+
+TEST_CASE("constructing a backend validates but never connects") {
+    using namespace std::chrono;
+    auto t0 = steady_clock::now();
+    // Nothing listens on port 1: construction does no I/O at all, so it cannot notice.
+    callguard::redis_backend b("redis://127.0.0.1:1/0");
+    CHECK(steady_clock::now() - t0 < milliseconds(50));
+    CHECK(b.open_connections() == 0);
+    CHECK(b.healthy());
+    CHECK_THROWS_AS(callguard::redis_backend("redis://h:1", "{bad}"), callguard::config_error);
+    CHECK_THROWS_AS(callguard::redis_backend("nope://h"), callguard::config_error);
+}
