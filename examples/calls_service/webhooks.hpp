@@ -1,0 +1,179 @@
+#pragma once
+
+// The HTTP endpoints as plain functions of a request: Twilio's two webhooks, health, metrics.
+// No sockets here, so every rule (signatures, validation, TwiML) is testable and fuzzable.
+
+#include "call_log.hpp"
+#include "form.hpp"
+#include "service_config.hpp"
+#include "twilio_signature.hpp"
+
+#include <callguard/callguard.hpp>
+#include <callguard/twilio/twiml.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace calls {
+
+/// What the handlers need of a request (views into the server's parsed request).
+struct request_view {
+    std::string_view method;
+    std::string_view target; ///< path and query, as received
+    std::string_view host;
+    std::string_view forwarded_proto;
+    std::string_view signature;
+    std::string_view content_type;
+    std::string_view body;
+};
+
+struct reply {
+    unsigned status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+};
+
+inline constexpr std::string_view twiml_type = "text/xml; charset=utf-8";
+
+inline bool is_terminal_call_status(std::string_view s) {
+    return s == "completed" || s == "busy" || s == "failed" || s == "no-answer" || s == "canceled";
+}
+
+template <class Limiter>
+class webhooks {
+public:
+    webhooks(Limiter& limiter, const service_config& config, callguard::twilio::twiml_options twiml,
+             call_log& log)
+        : limiter_(limiter), config_(config), twiml_(std::move(twiml)), log_(log) {}
+
+    reply handle(const request_view& r) {
+        const auto path = r.target.substr(0, r.target.find('?'));
+        if (path == "/health") return get_only(r, [] { return reply{200, "application/json", R"({"status":"alive"})"}; });
+        if (path == "/health/details")
+            return get_only(r, [&] {
+                return reply{200, "application/json", callguard::to_json(limiter_.status())};
+            });
+        if (path == "/metrics") return get_only(r, [&] { return metrics(); });
+        if (path == "/webhook/incoming_call") return post_form(r, [&](const form& f) { return incoming_call(r, f); });
+        if (path == "/webhook/call_status") return post_form(r, [&](const form& f) { return call_status(f); });
+        if (path == "/webhook/voicemail") return post_form(r, [&](const form&) { return voicemail_done(); });
+        return {404, "text/plain; charset=utf-8", "not found\n"};
+    }
+
+    /// The URL Twilio signed: PUBLIC_BASE_URL + target, else scheme + Host + target.
+    std::string public_url(const request_view& r, std::string_view target) const {
+        if (!config_.public_base_url.empty()) return config_.public_base_url + std::string(target);
+        std::string scheme = r.forwarded_proto == "https" ? "https" : "http";
+        return scheme + "://" + std::string(r.host) + std::string(target);
+    }
+
+    /// The media stream URL for the admitted TwiML: wss behind https, else ws.
+    std::string stream_url(const request_view& r) const {
+        auto base = public_url(r, "/ws/media");
+        return (base.rfind("https://", 0) == 0 ? "wss://" + base.substr(8) : "ws://" + base.substr(7));
+    }
+
+    /// Checks X-Twilio-Signature when TWILIO_AUTH_TOKEN is set.
+    bool signature_ok(const request_view& r, const std::vector<form::field>& params) const {
+        if (config_.auth_token.empty()) return true;
+        return valid_twilio_signature(config_.auth_token, r.signature, public_url(r, r.target), params);
+    }
+
+private:
+    template <class F>
+    reply get_only(const request_view& r, F&& f) {
+        if (r.method != "GET" && r.method != "HEAD") return {405, "text/plain; charset=utf-8", "use GET\n"};
+        return f();
+    }
+
+    template <class F>
+    reply post_form(const request_view& r, F&& handler) {
+        if (r.method != "POST") return {405, "text/plain; charset=utf-8", "use POST\n"};
+        const auto type = r.content_type.substr(0, r.content_type.find(';'));
+        if (!callguard::detail::iequals(callguard::detail::trim(type), "application/x-www-form-urlencoded"))
+            return {415, "text/plain; charset=utf-8", "expected application/x-www-form-urlencoded\n"};
+        if (config_.public_base_url.empty() && (r.host.empty() || r.host.find_first_of("/ \t") != std::string_view::npos))
+            return {400, "text/plain; charset=utf-8", "missing or invalid Host header\n"};
+        form body;
+        try {
+            body = form::parse(r.body);
+        } catch (const form_error& e) {
+            return {400, "text/plain; charset=utf-8", std::string("malformed form body: ") + e.what() + "\n"};
+        }
+        if (!signature_ok(r, body.fields())) return {403, "text/plain; charset=utf-8", "invalid Twilio signature\n"};
+        return handler(body);
+    }
+
+    static reply bad_request(std::string why) {
+        return {400, "text/plain; charset=utf-8", std::move(why) + "\n"};
+    }
+
+    reply incoming_call(const request_view& r, const form& f) {
+        auto sid = f.get("CallSid");
+        if (!sid) return bad_request("CallSid is missing");
+        if (auto why = callguard::call_id_problem(*sid); !why.empty()) return bad_request(std::string(why));
+        std::string tenant;
+        if (auto t = f.get("Tenant"); t && !t->empty()) {
+            if (auto why = callguard::tenant_problem(*t); !why.empty()) return bad_request(std::string(why));
+            tenant = std::string(*t);
+        } else if (auto to = f.get("To")) {
+            if (auto it = config_.tenant_by_number.find(*to); it != config_.tenant_by_number.end())
+                tenant = it->second;
+        }
+        auto result = limiter_.acquire(*sid, tenant);
+        if (result.admitted()) {
+            std::vector<callguard::twilio::stream_parameter> params{{"callSid", *sid}};
+            if (!tenant.empty()) params.push_back({"tenant", tenant});
+            return {200, std::string(twiml_type), callguard::twilio::admit_twiml(stream_url(r), params)};
+        }
+        const auto behavior = limiter_.config().behavior;
+        if (behavior == callguard::over_capacity_behavior::whatsapp) {
+            call_row row;
+            row.what = call_row::kind::whatsapp_outbox;
+            row.call_sid = std::string(*sid);
+            row.number = std::string(f.get("From").value_or(""));
+            log_.push(std::move(row));
+        }
+        return {200, std::string(twiml_type),
+                callguard::twilio::over_capacity_twiml(behavior, twiml_,
+                                                       public_url(r, "/webhook/voicemail"))};
+    }
+
+    reply call_status(const form& f) {
+        auto sid = f.get("CallSid");
+        if (!sid) return bad_request("CallSid is missing");
+        if (auto why = callguard::call_id_problem(*sid); !why.empty()) return bad_request(std::string(why));
+        auto status = f.get("CallStatus").value_or("");
+        if (is_terminal_call_status(status)) {
+            limiter_.release(*sid); // idempotent: a repeated callback frees nothing more
+            call_row row;
+            row.call_sid = std::string(*sid);
+            row.status = "completed";
+            log_.push(std::move(row));
+        }
+        return {204, "", ""};
+    }
+
+    reply voicemail_done() {
+        return {200, std::string(twiml_type),
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Hangup/></Response>"};
+    }
+
+    reply metrics() {
+        auto text = limiter_.metrics_text();
+        text += "# HELP callguard_call_log_dropped_total Call log rows dropped because the queue was full.\n"
+                "# TYPE callguard_call_log_dropped_total counter\n"
+                "callguard_call_log_dropped_total " + std::to_string(log_.dropped()) + "\n"
+                "# HELP callguard_call_log_failed_total Call log rows the database refused.\n"
+                "# TYPE callguard_call_log_failed_total counter\n"
+                "callguard_call_log_failed_total " + std::to_string(log_.failed()) + "\n";
+        return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(text)};
+    }
+
+    Limiter& limiter_;
+    const service_config& config_;
+    callguard::twilio::twiml_options twiml_;
+    call_log& log_;
+};
+
+} // namespace calls
