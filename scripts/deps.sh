@@ -36,4 +36,10 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl stop redis-server || true
 fi
+# Twilio's official helper library, only for the service tests' signature vectors (npm registry).
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [[ ! -d "$root/tests/service/node/node_modules/twilio" ]]; then
+  echo "deps: installing the npm test helpers in tests/service/node"
+  (cd "$root/tests/service/node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 echo "deps: ok"

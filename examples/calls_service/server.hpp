@@ -7,6 +7,8 @@
 #include "media_session.hpp"
 #include "webhooks.hpp"
 
+#include <utility> // before Boost: asio 1.74 uses std::exchange without including it
+
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 
@@ -126,7 +128,7 @@ private:
                 ec == net::error::operation_aborted || ec == net::error::connection_reset || ec == net::error::eof)
                 return close();
             if (ec == http::error::body_limit) return fail(http::status::payload_too_large, "request body over 64 KiB\n");
-            if (ec == http::error::header_limit)
+            if (ec == http::error::header_limit || ec == http::error::buffer_overflow)
                 return fail(http::status::request_header_fields_too_large, "request header too large\n");
             return fail(http::status::bad_request, "malformed HTTP request\n");
         }
@@ -138,7 +140,7 @@ private:
             if (websocket::is_upgrade(req)) {
                 if (target.substr(0, target.find('?')) != "/ws/media")
                     return fail(http::status::not_found, "no WebSocket here\n");
-                if (!srv_->hooks_.signature_ok(view_of(req), {}))
+                if (!srv_->hooks_.handshake_signature_ok(view_of(req)))
                     return fail(http::status::forbidden, "invalid Twilio signature\n");
                 stream_.expires_never();
                 auto socket = std::make_shared<media_socket>(srv_, std::move(stream_));
@@ -211,7 +213,7 @@ private:
 
         std::shared_ptr<server> srv_;
         beast::tcp_stream stream_;
-        beast::flat_buffer buffer_{8192};
+        beast::flat_buffer buffer_;
         std::optional<http::request_parser<http::string_body>> parser_;
         std::array<char, 16384> drain_buf_{};
         std::size_t drain_budget_ = 0;

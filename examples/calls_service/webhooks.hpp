@@ -79,6 +79,16 @@ public:
         return valid_twilio_signature(config_.auth_token, r.signature, public_url(r, r.target), params);
     }
 
+    /// The Media Streams handshake is signed over the stream URL Twilio was given (ws/wss);
+    /// the http(s) form of the same URL is accepted too.
+    bool handshake_signature_ok(const request_view& r) const {
+        if (config_.auth_token.empty()) return true;
+        auto url = public_url(r, r.target);
+        auto ws_url = url.rfind("https://", 0) == 0 ? "wss://" + url.substr(8) : "ws://" + url.substr(7);
+        return valid_twilio_signature(config_.auth_token, r.signature, ws_url, {}) ||
+               valid_twilio_signature(config_.auth_token, r.signature, url, {});
+    }
+
 private:
     template <class F>
     reply get_only(const request_view& r, F&& f) {

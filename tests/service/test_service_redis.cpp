@@ -1,0 +1,74 @@
+// Two service instances sharing one real redis-server: one cap across the fleet, and a Redis
+// outage that callers never notice beyond a degraded health status.
+
+#include "service_harness.hpp"
+
+#include <atomic>
+#include <future>
+
+using svc::service;
+
+TEST_CASE("fleet: a burst over two instances sharing Redis admits exactly the cap") {
+    test::redis_server redis;
+    std::map<std::string, std::string> env{{"REDIS_URL", redis.url()}, {"MAX_ACTIVE_CALLS", "7"},
+                                           {"CALLS_REDIS_KEY_PREFIX", "fleet"}};
+    service a(env), b(env);
+    std::atomic<int> admitted{0}, rejected{0}, other{0};
+    std::vector<std::future<void>> calls;
+    for (int i = 0; i < 40; ++i)
+        calls.push_back(std::async(std::launch::async, [&, i] {
+            const service& s = (i % 2) ? a : b;
+            auto r = s.incoming_call("CA-burst-" + std::to_string(i));
+            if (r.status != 200) ++other;
+            else if (r.body.find("<Connect>") != std::string::npos) ++admitted;
+            else if (r.body.find("<Say") != std::string::npos) ++rejected;
+            else ++other;
+        }));
+    for (auto& c : calls) c.get();
+    CHECK(admitted == 7);
+    CHECK(rejected == 33);
+    CHECK(other == 0);
+    CHECK(a.active() == 7);
+    CHECK(b.active() == 7);
+    CHECK(redis.integer({"ZCARD", "{fleet}:active"}) == 7);
+
+    // The webhook went to a, the stream to b, the status callback to a: one slot, one release.
+    // Take one admitted call (whichever it was) and retry its webhook on a: already held.
+    auto members = redis.command({"ZRANGE", "{fleet}:active", "0", "0"});
+    REQUIRE(a.incoming_call(members).body.find("<Connect>") != std::string::npos);
+    svc::media_client m(b);
+    m.start(members);
+    m.media(1);
+    CHECK(a.active() == 7);
+    m.stop(members);
+    CHECK(a.wait_active(6));
+    CHECK(a.call_status(members, "completed").status == 204);
+    CHECK(b.active() == 6);
+}
+
+TEST_CASE("fleet: Redis killed, calls still answered and health degraded; back, health ok") {
+    test::redis_server redis;
+    service s({{"REDIS_URL", redis.url()}, {"MAX_ACTIVE_CALLS", "2"}, {"CALLS_REDIS_TIMEOUT_MS", "200"}});
+    CHECK(s.health_field("status") == "ok");
+    CHECK(s.health_field("backend") == "redis");
+    redis.kill_hard();
+    for (int i = 0; i < 5; ++i) { // over the cap, yet admitted: fail-open
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = s.incoming_call("CA-down-" + std::to_string(i));
+        CHECK(r.status == 200);
+        CHECK(r.body.find("<Connect>") != std::string::npos);
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(600));
+    }
+    CHECK(s.health_field("status") == "degraded");
+    CHECK(s.get("/metrics").body.find("callguard_backend_healthy 0\n") != std::string::npos);
+    CHECK(s.log().find("[CAPACITY] BACKEND_DOWN backend=redis") != std::string::npos);
+    redis.restart();
+    bool ok = false;
+    for (int i = 0; i < 100 && !ok; ++i) {
+        ok = s.health_field("status") == "ok";
+        if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK(ok);
+    CHECK(s.incoming_call("CA-up").body.find("<Connect>") != std::string::npos);
+    CHECK(s.log().find("[CAPACITY] BACKEND_UP backend=redis") != std::string::npos);
+}
