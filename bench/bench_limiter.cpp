@@ -41,16 +41,32 @@ std::vector<std::string> call_ids(int thread) {
 /// Backends by name, each made fresh for one benchmark run.
 struct memory_maker {
     static constexpr const char* name = "memory";
+    static constexpr std::size_t sample_mask = 63; // time one acquire in 64
     static callguard::memory_backend make(std::string_view) { return {}; }
 };
 
 #ifdef CALLGUARD_BENCH_REDIS
 struct redis_maker {
     static constexpr const char* name = "redis";
+    static constexpr std::size_t sample_mask = 0; // a round trip dwarfs the clock: time them all
     static callguard::redis_backend make(std::string_view run) {
         auto o = callguard::redis_options::from_env();
         o.key_prefix = fmt::format("bench-{}", run);
+        o.pool_size = 64; // one connection per caller, like redis-benchmark's -c
+        o.command_timeout = o.connect_timeout = std::chrono::milliseconds(2000);
         return callguard::redis_backend(std::move(o));
+    }
+    /// Fills the set with `n` live slots in one server-side loop (acquiring a million slots one
+    /// round trip at a time would take most of a minute).
+    static void prefill(std::string_view run, std::int64_t n) {
+        auto o = callguard::redis_options::from_env();
+        callguard::detail::redis_connection c(o);
+        const auto key = fmt::format("{{bench-{}}}:active", run);
+        c.command({"EVAL",
+                   "local t = redis.call('TIME'); local exp = tonumber(t[1]) * 1000 + 7200000;"
+                   "for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], exp, 'held-' .. i) end;"
+                   "redis.call('PEXPIRE', KEYS[1], 7200000); return 1",
+                   "1", key, std::to_string(n)});
     }
 };
 #endif
@@ -65,9 +81,14 @@ struct shared {
 
     static void reset(std::int64_t cap, std::int64_t held) {
         instance.reset();
-        instance = std::make_unique<limiter>(Maker::make(std::to_string(runs++)), bench_config(cap),
+        const auto run = std::to_string(runs++);
+        instance = std::make_unique<limiter>(Maker::make(run), bench_config(cap),
                                              callguard::limiter_hooks{callguard::null_sink(), {}});
-        for (std::int64_t i = 0; i < held; ++i) instance->acquire(call_id(-1, i));
+        if constexpr (requires { Maker::prefill(run, held); }) {
+            if (held > 0) Maker::prefill(run, held);
+        } else {
+            for (std::int64_t i = 0; i < held; ++i) instance->acquire(call_id(-1, i));
+        }
     }
 };
 
@@ -103,7 +124,7 @@ void acquire_release(benchmark::State& state) {
     for (auto _ : state) {
         auto& l = *shared<Maker>::instance;
         const auto& id = ids[i++ & 4095];
-        if ((i & 63) == 0) { // time one acquire in 64: the clock reads would dominate a memory pair
+        if (((i - 1) & Maker::sample_mask) == 0) { // sampled: clock reads would dominate a memory pair
             auto t0 = std::chrono::steady_clock::now();
             benchmark::DoNotOptimize(l.acquire(id));
             lat.add(std::chrono::steady_clock::now() - t0);
@@ -156,6 +177,13 @@ void register_all(const std::vector<int>& threads, std::int64_t max_held) {
 } // namespace
 
 int main(int argc, char** argv) {
+#ifdef CALLGUARD_BENCH_REDIS
+    // bench/compare.sh loads our acquire script into redis-benchmark with this.
+    if (argc == 2 && std::string_view(argv[1]) == "--print-acquire-script") {
+        fmt::print("{}", callguard::detail::lua::acquire);
+        return 0;
+    }
+#endif
     register_all<memory_maker>({1, 2}, 1'000'000);
 #ifdef CALLGUARD_BENCH_REDIS
     if (std::getenv("REDIS_URL")) {

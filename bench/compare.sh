@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Puts the Redis backend next to redis-benchmark on the same server, in the same run.
+#
+#   bench/compare.sh [--quick] [path/to/bench_limiter]
+#
+# Starts its own redis-server on a free loopback port, then measures:
+#   - redis-benchmark: EVALSHA of a trivial script and of our acquire script, -c 1/16/64,
+#     pipelined (-P 16) and not (-P 1);
+#   - bench_limiter: acquire+release pairs (and acquire p50/p99) over the Redis backend with
+#     1, 16 and 64 caller threads, and acquire cost with 15 / 1k / 100k / 1M slots held;
+# and prints one table with the ratios. Medians of --repetitions runs (3; 1 with --quick).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+quick=0
+if [[ ${1:-} == --quick ]]; then quick=1; shift; fi
+bench=${1:-$here/../build/bench/bench_limiter}
+[[ -x $bench ]] || { echo "compare.sh: $bench not built (cmake --build build --target bench_limiter)" >&2; exit 2; }
+command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
+  { echo "compare.sh: redis-server/redis-benchmark missing: run scripts/deps.sh" >&2; exit 2; }
+
+if ((quick)); then reps=1; n=20000; min_time=0.1; held_max=1000; else reps=3; n=200000; min_time=2; held_max=1000000; fi
+
+work=$(mktemp -d)
+pid=
+cleanup() { if [[ -n $pid ]]; then kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"; }
+trap cleanup EXIT
+
+# A free port: let redis-server try random ones until one binds (bounded).
+for _ in $(seq 1 20); do
+  port=$((20000 + RANDOM % 40000))
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+               --logfile "$work/redis.log" --daemonize no >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 1 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  redis-cli -p "$port" ping >/dev/null 2>&1 && break
+  kill -9 "$pid" 2>/dev/null || true; pid=
+done
+[[ -n $pid ]] || { echo "compare.sh: could not start redis-server" >&2; exit 1; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+csv_field() { # redis-benchmark --csv: field 2 rps, 5 p50 ms
+  tail -n 1 | tr -d '"' | awk -F, -v f="$1" '{print $f}'
+}
+
+trivial=$(redis-cli -p "$port" SCRIPT LOAD "return 1")
+acquire=$(redis-cli -p "$port" SCRIPT LOAD "$("$bench" --print-acquire-script)")
+
+rb() { # callers pipeline script-args... -> "rps p50_us" medians
+  local c=$1 p=$2; shift 2
+  local rps=() p50=()
+  for _ in $(seq 1 "$reps"); do
+    local out
+    out=$(redis-benchmark -p "$port" -c "$c" -P "$p" -n "$n" -r 1000000 --csv "$@")
+    rps+=("$(csv_field 2 <<<"$out")")
+    p50+=("$(csv_field 5 <<<"$out")")
+  done
+  echo "$(printf '%s\n' "${rps[@]}" | median) $(printf '%s\n' "${p50[@]}" | median | awk '{print $1 * 1000}')"
+}
+
+declare -A rb_trivial rb_acquire rb_trivial_p16 rb_acquire_p16
+for c in 1 16 64; do
+  rb_trivial[$c]=$(rb "$c" 1 EVALSHA "$trivial" 0)
+  rb_acquire[$c]=$(rb "$c" 1 EVALSHA "$acquire" 2 '{rb}:active' '{rb}:owners' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rb}')
+  rb_trivial_p16[$c]=$(rb "$c" 16 EVALSHA "$trivial" 0)
+  rb_acquire_p16[$c]=$(rb "$c" 16 EVALSHA "$acquire" 2 '{rbp}:active' '{rbp}:owners' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rbp}')
+  redis-cli -p "$port" DEL '{rb}:active' '{rbp}:active' >/dev/null
+done
+
+# Our side: Google Benchmark over the Redis backend, the same server.
+REDIS_URL="redis://127.0.0.1:$port" CALLGUARD_BENCH_MAX_HELD=$held_max "$bench" \
+  --benchmark_filter='(acquire_release|acquire_release_held)/redis' \
+  --benchmark_min_time="$min_time" --benchmark_repetitions="$reps" \
+  --benchmark_format=csv >"$work/ours.csv" 2>"$work/ours.err" || { cat "$work/ours.err" >&2; exit 1; }
+
+# name,iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,label,error_occurred,error_message,"acquire_p50_us","acquire_p99_us","pairs/s"
+ours() { # name-pattern column -> median over repetitions
+  local pattern=$1 col=$2
+  awk -F, -v p="$pattern" -v c="$col" 'NR > 1 && $1 ~ p && $1 !~ /_(mean|median|stddev|cv)"?$/ {print $c}' "$work/ours.csv" | median
+}
+col() { head -1 "$work/ours.csv" | tr ',' '\n' | grep -n "$1" | head -1 | cut -d: -f1; }
+c_pairs=$(col 'pairs/s'); c_p50=$(col 'acquire_p50_us'); c_p99=$(col 'acquire_p99_us')
+
+printf '\ncallguard Redis backend vs redis-benchmark, same redis-server (127.0.0.1:%s), medians of %s run(s)\n\n' "$port" "$reps"
+printf '%-7s | %10s %10s %8s %8s | %10s %8s %10s %8s | %7s %7s %7s %7s\n' callers "pairs/s" "cmds/s" "p50 us" "p99 us" \
+  "rb triv/s" "p50 us" "rb acq/s" "p50 us" "x triv" "x acq" "p50x tr" "p50x ac"
+printf '%s\n' "--------+----------------------------------------+----------------------------------------+--------------------------------"
+for c in 1 16 64; do
+  name="acquire_release/redis/0/real_time/threads:$c\""
+  pairs=$(ours "$name" "$c_pairs"); p50=$(ours "$name" "$c_p50"); p99=$(ours "$name" "$c_p99")
+  read -r t_rps t_p50 <<<"${rb_trivial[$c]}"
+  read -r a_rps a_p50 <<<"${rb_acquire[$c]}"
+  awk -v c="$c" -v pairs="$pairs" -v p50="$p50" -v p99="$p99" -v trps="$t_rps" -v tp50="$t_p50" \
+      -v arps="$a_rps" -v ap50="$a_p50" 'BEGIN {
+    cmds = 2 * pairs
+    printf "%-7s | %10.0f %10.0f %8.1f %8.1f | %10.0f %8.1f %10.0f %8.1f | %7.2f %7.2f %7.2f %7.2f\n", \
+      c, pairs, cmds, p50, p99, trps, tp50, arps, ap50, cmds / trps, cmds / arps, p50 / tp50, p50 / ap50
+  }'
+done
+printf '\nx triv / x acq = our EVALSHA commands/s (2 per acquire+release pair) over redis-benchmark'"'"'s\n'
+printf 'EVALSHA/s (-P 1, same -c) of the trivial script / of our acquire script;\n'
+printf 'p50x = our acquire p50 over redis-benchmark'"'"'s EVALSHA p50 (same -c), trivial / acquire script.\n'
+printf '\nredis-benchmark pipelined (-P 16): EVALSHA/s trivial / acquire script\n'
+for c in 1 16 64; do
+  read -r t _ <<<"${rb_trivial_p16[$c]}"; read -r a _ <<<"${rb_acquire_p16[$c]}"
+  printf '  -c %-3s %12.0f %12.0f\n' "$c" "$t" "$a"
+done
+printf '\nacquire+release with N slots held (1 caller): N, pairs/s, acquire p50 us, p99 us\n'
+for held in 15 1000 100000 1000000; do
+  name="acquire_release_held/redis/$held/"
+  v=$(ours "$name" "$c_pairs")
+  [[ -z $v ]] && continue
+  printf '  %-8s %12.0f %8.1f %8.1f\n' "$held" "$v" "$(ours "$name" "$c_p50")" "$(ours "$name" "$c_p99")"
+done
