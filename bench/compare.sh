@@ -22,7 +22,7 @@ if ((quick)); then reps=1; n=20000; min_time=0.1; held_max=1000; else reps=3; n=
 
 work=$(mktemp -d)
 pid=
-cleanup() { if [[ -n $pid ]]; then kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"; }
+cleanup() { if [[ -n $pid ]]; then kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; rm -rf "$work"; }
 trap cleanup EXIT
 
 # A free port: let redis-server try random ones until one binds (bounded).
@@ -41,7 +41,7 @@ for _ in $(seq 1 20); do
 done
 [[ -n $pid ]] || { echo "compare.sh: could not start redis-server" >&2; exit 1; }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR) print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 csv_field() { # redis-benchmark --csv: field 2 rps, 5 p50 ms
   tail -n 1 | tr -d '"' | awk -F, -v f="$1" '{print $f}'
 }

@@ -11,11 +11,6 @@
 
 namespace {
 
-std::optional<std::string> env(const char* name) {
-    if (const char* v = std::getenv(name)) return std::string(v);
-    return std::nullopt;
-}
-
 /// Call log rows from the limiter's events (the observer runs on the deciding thread: it only
 /// queues; the call log's own thread writes).
 callguard::event_observer log_observer(calls::call_log& log) {
@@ -93,6 +88,7 @@ int serve(Backend backend, std::string backend_desc, const callguard::limiter_co
 
 int main() {
     std::signal(SIGPIPE, SIG_IGN);
+    const auto env = callguard::process_env();
     try {
         const auto lc = callguard::limiter_config::from_env();
         const auto twiml = callguard::twilio::twiml_options::from_env();

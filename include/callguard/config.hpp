@@ -56,6 +56,14 @@ using tenant_limit_map = std::map<std::string, std::int64_t, std::less<>>;
 /// Looks up one environment variable; an empty optional means "unset".
 using env_lookup = std::function<std::optional<std::string>(const char* name)>;
 
+/// The process environment, through `std::getenv`.
+inline env_lookup process_env() {
+    return [](const char* name) -> std::optional<std::string> {
+        if (const char* v = std::getenv(name)) return std::string(v);
+        return std::nullopt;
+    };
+}
+
 /// Everything the limiter needs to decide. A plain struct: fill it by hand or with `from_env()`.
 struct limiter_config {
     std::int64_t max_active_calls = 50;           ///< global cap (MAX_ACTIVE_CALLS)
@@ -70,12 +78,7 @@ struct limiter_config {
     /// Reads the variables of the configuration table (see README); unset ones get defaults.
     /// Throws `config_error` naming the variable and the value on anything malformed.
     static limiter_config from_env(const env_lookup& lookup);
-    static limiter_config from_env() {
-        return from_env([](const char* name) -> std::optional<std::string> {
-            if (const char* v = std::getenv(name)) return std::string(v);
-            return std::nullopt;
-        });
-    }
+    static limiter_config from_env() { return from_env(process_env()); }
 
     /// Throws `config_error` if a field is out of range (for configs filled by hand).
     void validate() const;

@@ -44,12 +44,7 @@ struct redis_options {
 
     /// REDIS_URL (required), CALLS_REDIS_KEY_PREFIX, CALLS_REDIS_TIMEOUT_MS (connect and command).
     static redis_options from_env(const env_lookup& lookup);
-    static redis_options from_env() {
-        return from_env([](const char* name) -> std::optional<std::string> {
-            if (const char* v = std::getenv(name)) return std::string(v);
-            return std::nullopt;
-        });
-    }
+    static redis_options from_env() { return from_env(process_env()); }
 
     /// Throws `config_error` for values no connection could use.
     void validate() const;

@@ -54,12 +54,7 @@ struct twiml_options {
     /// CALLS_QUEUE_MESSAGE, CALLS_TTS_LANGUAGE, CALLS_TTS_VOICE, CALLS_REJECT_BUSY_SIGNAL,
     /// CALLS_VOICEMAIL_MAX_SECONDS, CALLS_QUEUE_NAME, CALLS_QUEUE_WAIT_URL.
     static twiml_options from_env(const env_lookup& lookup);
-    static twiml_options from_env() {
-        return from_env([](const char* name) -> std::optional<std::string> {
-            if (const char* v = std::getenv(name)) return std::string(v);
-            return std::nullopt;
-        });
-    }
+    static twiml_options from_env() { return from_env(process_env()); }
 };
 
 /// One `<Parameter name=".." value=".."/>` of a `<Stream>` (Twilio hands them back in the
