@@ -210,11 +210,30 @@ private:
         }
 
         /// One EVALSHA; on NOSCRIPT (Redis restarted, failed over, or SCRIPT FLUSH) the script
-        /// is loaded and the call retried once. Nothing else is retried: after a timeout the
-        /// script may have run.
+        /// is loaded and the call retried once. A pooled connection that turns out closed
+        /// (CLIENT KILL, the server's idle `timeout`, a restart) is replaced and the call retried
+        /// once on a new connection: every script is idempotent per call id, so even a script
+        /// that did run is safe to repeat. A timeout is never retried: the server may be stuck.
         detail::reply_ptr eval(script s, std::initializer_list<std::string_view> keys,
                                std::initializer_list<std::string_view> args) {
-            auto c = pool.get();
+            {
+                auto c = pool.get();
+                if (!c.reused()) return eval_on(c, s, keys, args);
+                try {
+                    return eval_on(c, s, keys, args);
+                } catch (const redis_timeout_error&) {
+                    throw;
+                } catch (const redis_io_error&) {
+                } // the broken connection goes back (and is destroyed) here
+            }
+            pool.drop_idle(); // its siblings were likely closed too
+            auto fresh = pool.get();
+            return eval_on(fresh, s, keys, args);
+        }
+
+        detail::reply_ptr eval_on(detail::connection_pool::lease& c, script s,
+                                  std::initializer_list<std::string_view> keys,
+                                  std::initializer_list<std::string_view> args) {
             check_eviction_policy(*c);
             auto sha = sha_of(s);
             if (sha.empty()) sha = load(*c, s);

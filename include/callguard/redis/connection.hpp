@@ -88,6 +88,13 @@ public:
                                         : command({"AUTH", o.user, o.password});
                 if (reply_is_error(r.get()))
                     throw redis_reply_error("AUTH refused: " + reply_text(r.get()));
+            } else {
+                // Without a password, find out now whether one is needed: an unauthenticated
+                // script call would fail later with a less helpful protocol error.
+                auto r = command({"PING"});
+                if (reply_is_error(r.get()))
+                    throw redis_reply_error("Redis refused the connection (" + reply_text(r.get()) +
+                                            "): put the password in REDIS_URL");
             }
             if (o.db != 0) {
                 auto r = command({"SELECT", std::to_string(o.db)});

@@ -22,8 +22,8 @@ public:
     /// A connection on loan; goes back to the pool (or is destroyed if broken) when it dies.
     class lease {
     public:
-        lease(connection_pool* p, std::unique_ptr<redis_connection> c) noexcept
-            : pool_(p), conn_(std::move(c)) {}
+        lease(connection_pool* p, std::unique_ptr<redis_connection> c, bool reused) noexcept
+            : pool_(p), conn_(std::move(c)), reused_(reused) {}
         lease(lease&& o) noexcept = default;
         lease& operator=(lease&&) = delete;
         ~lease() {
@@ -31,10 +31,13 @@ public:
         }
         redis_connection* operator->() const noexcept { return conn_.get(); }
         redis_connection& operator*() const noexcept { return *conn_; }
+        /// Taken from the idle list (it may have been closed by the server since).
+        bool reused() const noexcept { return reused_; }
 
     private:
         connection_pool* pool_;
         std::unique_ptr<redis_connection> conn_;
+        bool reused_;
     };
 
     /// Throws redis_pool_timeout when none frees up in time, or the connect error.
@@ -48,12 +51,12 @@ public:
         if (!idle_.empty()) {
             auto c = std::move(idle_.back());
             idle_.pop_back();
-            return lease(this, std::move(c));
+            return lease(this, std::move(c), true);
         }
         ++total_; // reserve the place, connect without the lock
         lk.unlock();
         try {
-            return lease(this, std::make_unique<redis_connection>(options_));
+            return lease(this, std::make_unique<redis_connection>(options_), false);
         } catch (...) {
             lk.lock();
             --total_;
