@@ -60,6 +60,7 @@ struct redis_maker {
     /// round trip at a time would take most of a minute).
     static void prefill(std::string_view run, std::int64_t n) {
         auto o = callguard::redis_options::from_env();
+        o.command_timeout = std::chrono::seconds(120); // one script adds them all
         callguard::detail::redis_connection c(o);
         const auto key = fmt::format("{{bench-{}}}:active", run);
         c.command({"EVAL",

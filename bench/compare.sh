@@ -18,7 +18,7 @@ bench=${1:-$here/../build/bench/bench_limiter}
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
   { echo "compare.sh: redis-server/redis-benchmark missing: run scripts/deps.sh" >&2; exit 2; }
 
-if ((quick)); then reps=1; n=20000; min_time=0.1; held_max=1000; else reps=3; n=200000; min_time=2; held_max=1000000; fi
+if ((quick)); then reps=1; n=20000; min_time=0.1; held_max=1000; else reps=3; n=50000; min_time=1; held_max=1000000; fi
 
 work=$(mktemp -d)
 pid=
