@@ -81,8 +81,13 @@ private:
             if (auto p = start->find("customParameters"); p != start->end() && p->is_object())
                 if (auto s = p->find("callSid"); s != p->end() && s->is_string()) sid = s->get<std::string>();
         if (auto why = callguard::call_id_problem(sid); !why.empty()) return fail(std::string(why));
-        guard_.emplace(limiter_.guard(sid));
+        std::string tenant;
+        if (auto p = start->find("customParameters"); p != start->end() && p->is_object())
+            if (auto t = p->find("tenant"); t != p->end() && t->is_string()) tenant = t->get<std::string>();
+        if (auto why = callguard::tenant_problem(tenant); !why.empty()) return fail(std::string(why));
+        guard_.emplace(limiter_.guard(sid, tenant));
         call_sid_ = sid;
+        tenant_ = tenant;
         last_refresh_ = std::chrono::steady_clock::now();
         if (!guard_->admitted()) return fail("over capacity");
         return {};
@@ -92,13 +97,15 @@ private:
         auto now = std::chrono::steady_clock::now();
         if (now - last_refresh_ < refresh_interval_) return;
         last_refresh_ = now;
-        limiter_.refresh(call_sid_); // false (slot gone) is not fatal for a call in progress
+        // The slot is gone (Redis restarted empty, or it expired): take it again, so the call
+        // counts once more. Over capacity it is not dropped: it is already in progress.
+        if (!limiter_.refresh(call_sid_)) limiter_.acquire(call_sid_, tenant_);
     }
 
     Limiter& limiter_;
     std::chrono::seconds refresh_interval_;
     std::optional<callguard::slot_guard> guard_;
-    std::string call_sid_;
+    std::string call_sid_, tenant_;
     std::chrono::steady_clock::time_point last_refresh_{};
 };
 

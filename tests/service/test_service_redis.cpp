@@ -72,3 +72,21 @@ TEST_CASE("fleet: Redis killed, calls still answered and health degraded; back, 
     CHECK(s.incoming_call("CA-up").body.find("<Connect>") != std::string::npos);
     CHECK(s.log().find("[CAPACITY] BACKEND_UP backend=redis") != std::string::npos);
 }
+
+TEST_CASE("fleet: a live stream puts its slot back after Redis lost it") {
+    test::redis_server redis;
+    service s({{"REDIS_URL", redis.url()}, {"CALLS_REFRESH_SECONDS", "1"}, {"CALLS_REDIS_KEY_PREFIX", "heal"}});
+    REQUIRE(s.incoming_call("CA-long").body.find("<Connect>") != std::string::npos);
+    svc::media_client m(s);
+    m.start("CA-long");
+    m.media(1);
+    REQUIRE(redis.integer({"ZCARD", "{heal}:active"}) == 1);
+    redis.command({"FLUSHALL"}); // like a restart without persistence
+    CHECK(s.active() == 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    m.media(2); // the next refresh finds the slot gone and takes it again
+    CHECK(s.wait_active(1));
+    CHECK(redis.integer({"ZCARD", "{heal}:active"}) == 1);
+    m.stop("CA-long");
+    CHECK(s.wait_active(0));
+}
