@@ -98,7 +98,7 @@ TEST_CASE("memory backend: tenant rejections give the reserved global slot back"
     CHECK(b.try_acquire(req("d", 2)).state == slot_state::rejected);
 }
 
-TEST_CASE("memory backend: copies share slots; node reuse keeps ids intact") {
+TEST_CASE("memory backend: copies share slots, node reuse keeps ids intact") {
     callguard::memory_backend a;
     auto b = a;
     for (int round = 0; round < 100; ++round) {

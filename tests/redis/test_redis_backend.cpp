@@ -133,7 +133,7 @@ TEST_CASE("redis: cleanup_expired removes expired slots and their tenant entries
     CHECK(l.cleanup_expired() == 0);
 }
 
-TEST_CASE("redis: key prefixes keep limiters apart; a unix socket works too") {
+TEST_CASE("redis: key prefixes keep limiters apart, a unix socket works too") {
     auto a = make(test::unique_prefix("apart-a"), 1);
     auto b = make(test::unique_prefix("apart-b"), 1);
     CHECK(a->acquire("CA-same").outcome == acquire_outcome::acquired);

@@ -46,7 +46,7 @@ TEST_CASE("fleet: a burst over two instances sharing Redis admits exactly the ca
     CHECK(b.active() == 6);
 }
 
-TEST_CASE("fleet: Redis killed, calls still answered and health degraded; back, health ok") {
+TEST_CASE("fleet: Redis killed, calls still answered and health degraded, back, health ok") {
     test::redis_server redis;
     service s({{"REDIS_URL", redis.url()}, {"MAX_ACTIVE_CALLS", "2"}, {"CALLS_REDIS_TIMEOUT_MS", "200"}});
     CHECK(s.health_field("status") == "ok");
@@ -89,4 +89,32 @@ TEST_CASE("fleet: a live stream puts its slot back after Redis lost it") {
     CHECK(redis.integer({"ZCARD", "{heal}:active"}) == 1);
     m.stop("CA-long");
     CHECK(s.wait_active(0));
+}
+
+TEST_CASE("fleet: an instance killed with SIGKILL gives its slots back after the TTL, SIGTERM at once") {
+    test::redis_server redis;
+    std::map<std::string, std::string> env{{"REDIS_URL", redis.url()}, {"CALLS_SLOT_TTL_SECONDS", "2"},
+                                           {"CALLS_REDIS_KEY_PREFIX", "crash"}, {"MAX_ACTIVE_CALLS", "4"}};
+    service survivor(env);
+    {
+        service doomed(env);
+        for (auto sid : {"CA-k1", "CA-k2"}) REQUIRE(doomed.incoming_call(sid).body.find("<Connect>") != std::string::npos);
+        svc::media_client m1(doomed), m2(doomed);
+        m1.start("CA-k1");
+        m2.start("CA-k2");
+        REQUIRE(survivor.active() == 2);
+        doomed.kill_hard(); // no goodbye: its guards never run
+        CHECK(survivor.active() == 2);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+        CHECK(survivor.wait_active(0)); // the TTL safety net
+    }
+    {
+        service stopping(env);
+        REQUIRE(stopping.incoming_call("CA-t1").body.find("<Connect>") != std::string::npos);
+        svc::media_client m(stopping);
+        m.start("CA-t1");
+        REQUIRE(survivor.active() == 1);
+        CHECK(stopping.terminate() == 0);
+        CHECK(survivor.active() == 0); // released on the way out, not after the TTL
+    }
 }

@@ -53,7 +53,7 @@ TEST_CASE("service: behind https the stream URL is wss, from X-Forwarded-Proto o
     CHECK(p.incoming_call("CA1").body.find(R"(<Stream url="wss://calls.example.com/ws/media">)") != std::string::npos);
 }
 
-TEST_CASE("service: a retried webhook takes no second slot; status callbacks release once") {
+TEST_CASE("service: a retried webhook takes no second slot, status callbacks release once") {
     service s({{"MAX_ACTIVE_CALLS", "1"}});
     for (int i = 0; i < 3; ++i) CHECK(s.incoming_call("CA-retry").body.find("<Connect>") != std::string::npos);
     CHECK(s.active() == 1);
