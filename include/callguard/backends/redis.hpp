@@ -126,8 +126,11 @@ private:
         detail::connection_pool pool;
         std::string base, active_key, owners_key;
 
+        // A script's SHA never changes once known: written once under the mutex, then read
+        // without it (the flag publishes the string).
         std::mutex sha_mu;
         std::array<std::string, static_cast<std::size_t>(script::count_)> shas;
+        std::array<std::atomic<bool>, static_cast<std::size_t>(script::count_)> sha_known{};
 
         std::atomic<bool> breaker_open{false};
         std::atomic<std::int64_t> next_probe_ns{0};
@@ -194,9 +197,9 @@ private:
                    last_error;
         }
 
-        std::string sha_of(script s) {
-            std::lock_guard lk(sha_mu);
-            return shas[static_cast<std::size_t>(s)];
+        std::string_view sha_of(script s) const noexcept {
+            const auto i = static_cast<std::size_t>(s);
+            return sha_known[i].load(std::memory_order_acquire) ? std::string_view(shas[i]) : std::string_view{};
         }
 
         std::string load(detail::redis_connection& c, script s) {
@@ -204,8 +207,12 @@ private:
             if (detail::reply_is_error(r.get()) || r->type != REDIS_REPLY_STRING)
                 throw redis_reply_error("SCRIPT LOAD failed: " + detail::reply_text(r.get()));
             auto sha = detail::reply_text(r.get());
+            const auto i = static_cast<std::size_t>(s);
             std::lock_guard lk(sha_mu);
-            shas[static_cast<std::size_t>(s)] = sha;
+            if (!sha_known[i].load(std::memory_order_relaxed)) {
+                shas[i] = sha;
+                sha_known[i].store(true, std::memory_order_release);
+            }
             return sha;
         }
 
@@ -235,8 +242,9 @@ private:
                                   std::initializer_list<std::string_view> keys,
                                   std::initializer_list<std::string_view> args) {
             check_eviction_policy(*c);
-            auto sha = sha_of(s);
-            if (sha.empty()) sha = load(*c, s);
+            std::string loaded;
+            std::string_view sha = sha_of(s);
+            if (sha.empty()) sha = loaded = load(*c, s);
             const auto nkeys = std::to_string(keys.size());
             std::vector<const char*> argv;
             std::vector<std::size_t> lens;
@@ -253,9 +261,9 @@ private:
             for (auto a : args) push(a);
             auto r = c->command_argv(static_cast<int>(argv.size()), argv.data(), lens.data());
             if (detail::reply_error_is(r.get(), "NOSCRIPT")) {
-                sha = load(*c, s);
-                argv[1] = sha.data();
-                lens[1] = sha.size();
+                loaded = load(*c, s);
+                argv[1] = loaded.data();
+                lens[1] = loaded.size();
                 r = c->command_argv(static_cast<int>(argv.size()), argv.data(), lens.data());
             }
             if (detail::reply_is_error(r.get()))
@@ -265,7 +273,7 @@ private:
 
         /// Warns once when the server may evict our keys: an evicted set silently resets the cap.
         void check_eviction_policy(detail::redis_connection& c) noexcept {
-            if (eviction_checked.exchange(true)) return;
+            if (eviction_checked.load(std::memory_order_relaxed) || eviction_checked.exchange(true)) return;
             try {
                 auto policy = c.command({"CONFIG", "GET", "maxmemory-policy"});
                 auto limit = c.command({"CONFIG", "GET", "maxmemory"});
@@ -331,7 +339,7 @@ private:
         if (!st_->allow()) throw redis_unavailable(st_->unavailable_message());
         try {
             auto result = op();
-            st_->breaker_open.store(false);
+            if (st_->breaker_open.load(std::memory_order_relaxed)) st_->breaker_open.store(false);
             if (st_->pending_count.load() > 0) st_->replay_some();
             return result;
         } catch (const redis_pool_timeout&) {
