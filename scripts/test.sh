@@ -2,7 +2,8 @@
 # The test command: installs what is missing, builds once per configuration (build folders are
 # reused), and runs every test: the main build with ctest (unit, contract, concurrency, Redis,
 # service, consumer), then the concurrency and contract suites under ThreadSanitizer, then the
-# library suites under AddressSanitizer + UndefinedBehaviorSanitizer. Any report fails the run.
+# library suites under AddressSanitizer + UndefinedBehaviorSanitizer, then every libFuzzer target
+# for a fixed number of inputs (scripts/fuzz.sh runs them longer). Any report fails the run.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -L unit    only the main build, passing the arguments to ctest
@@ -38,5 +39,12 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCALLGUARD_SANITIZE=address,u
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1" \
    ctest --output-on-failure -j"$jobs" --timeout 900)
+
+step "libFuzzer targets in build-fuzz/ (clang; a fixed number of runs each)"
+CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALLGUARD_BUILD_FUZZERS=ON \
+      -DCALLGUARD_BUILD_TESTS=OFF -DCALLGUARD_BUILD_EXAMPLES=OFF -DCALLGUARD_BUILD_BENCH=OFF \
+      -DCALLGUARD_INSTALL=OFF -DCALLGUARD_WARNINGS=OFF >/dev/null
+cmake --build build-fuzz -j"$jobs"
+(cd build-fuzz && ctest --output-on-failure -j"$jobs" -L fuzz)
 
 step "all tests passed"

@@ -35,14 +35,16 @@ struct service_config {
         if (auto v = var("PORT")) {
             auto t = callguard::detail::trim(*v);
             auto p = callguard::detail::parse_int(t);
-            if (!p || *p > 65535) throw config_error("PORT", *v, "expected 0-65535");
+            if (!p || *p > 65535)
+                throw config_error("PORT", callguard::detail::printable(*v), "expected 0-65535");
             c.port = static_cast<std::uint16_t>(*p);
         }
         if (auto v = var("PUBLIC_BASE_URL"); v && !v->empty()) {
             std::string u = *v;
             while (!u.empty() && u.back() == '/') u.pop_back();
             if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0)
-                throw config_error("PUBLIC_BASE_URL", *v, "expected http://host or https://host");
+                throw config_error("PUBLIC_BASE_URL", callguard::detail::printable(*v),
+                                   "expected http://host or https://host");
             c.public_base_url = u;
         }
         if (auto v = var("TWILIO_AUTH_TOKEN")) c.auth_token = *v;
@@ -55,11 +57,12 @@ struct service_config {
                 rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
                 auto eq = item.find('=');
                 if (eq == std::string_view::npos)
-                    throw config_error("CALLS_TENANT_BY_NUMBER", *v, "expected +number=tenant items");
+                    throw config_error("CALLS_TENANT_BY_NUMBER", callguard::detail::printable(*v),
+                                       "expected +number=tenant items");
                 auto number = callguard::detail::trim(item.substr(0, eq));
                 auto tenant = callguard::detail::trim(item.substr(eq + 1));
                 if (number.empty() || tenant.empty() || !callguard::tenant_problem(tenant).empty())
-                    throw config_error("CALLS_TENANT_BY_NUMBER", *v,
+                    throw config_error("CALLS_TENANT_BY_NUMBER", callguard::detail::printable(*v),
                                        "each item needs a number and a tenant from [A-Za-z0-9_.:-]");
                 c.tenant_by_number.emplace(std::string(number), std::string(tenant));
             }

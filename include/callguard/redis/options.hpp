@@ -81,11 +81,12 @@ inline std::optional<std::string> percent_decode(std::string_view s) {
 inline std::string mask_url_password(std::string_view url) {
     auto scheme_end = url.find("://");
     if (scheme_end == std::string_view::npos) return printable(url);
+    // The same split as the parser: userinfo ends at the LAST '@' before the path or query.
     auto authority_start = scheme_end + 3;
-    auto at = url.find('@', authority_start);
-    auto slash = url.find('/', authority_start);
-    if (at == std::string_view::npos || (slash != std::string_view::npos && slash < at))
-        return printable(url);
+    auto authority_end = url.find_first_of("/?#", authority_start);
+    if (authority_end == std::string_view::npos) authority_end = url.size();
+    auto at = url.substr(0, authority_end).rfind('@');
+    if (at == std::string_view::npos || at < authority_start) return printable(url);
     auto colon = url.find(':', authority_start);
     std::string out(url.substr(0, authority_start));
     if (colon != std::string_view::npos && colon < at) {
@@ -232,7 +233,7 @@ inline redis_options redis_options::from_env(const env_lookup& lookup) {
     auto get = [&](const char* name) { return lookup ? lookup(name) : std::nullopt; };
     auto url = get("REDIS_URL");
     if (!url || detail::trim(*url).empty())
-        throw config_error("REDIS_URL", url ? *url : "", "is not set");
+        throw config_error("REDIS_URL", url ? detail::printable(*url) : "", "is not set");
     auto o = from_url(detail::trim(*url));
     if (auto p = get("CALLS_REDIS_KEY_PREFIX")) {
         auto prefix = detail::trim(*p);

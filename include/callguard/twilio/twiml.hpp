@@ -191,7 +191,7 @@ inline twiml_options twiml_options::from_env(const env_lookup& lookup) {
     auto text = [&](const char* name, std::string& field) {
         if (auto v = get(name)) {
             if (callguard::detail::trim(*v).empty())
-                throw config_error(name, *v, "must not be empty");
+                throw config_error(name, callguard::detail::printable(*v), "must not be empty");
             field = *v;
         }
     };

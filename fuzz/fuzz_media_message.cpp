@@ -1,0 +1,34 @@
+// The Media Streams handler: any sequence of frames (split on newlines) leaves the limiter
+// consistent: at most one slot for the stream, none once the session ends, no exception escapes.
+#include "media_session.hpp"
+
+#include <callguard/callguard.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    using limiter_t = callguard::capacity_limiter<callguard::memory_backend>;
+    callguard::limiter_config cfg;
+    cfg.max_active_calls = 2;
+    cfg.tenant_limits = {{"biz", 1}};
+    limiter_t limiter({}, cfg, {callguard::null_sink(), {}});
+    {
+        calls::media_session<limiter_t> session(limiter, std::chrono::seconds(1));
+        std::string_view in(reinterpret_cast<const char*>(data), size);
+        while (!in.empty()) {
+            auto nl = in.find('\n');
+            auto frame = in.substr(0, nl);
+            in = nl == std::string_view::npos ? std::string_view{} : in.substr(nl + 1);
+            auto v = frame == "BINARY" ? session.on_binary() : session.on_text(frame);
+            if (limiter.status().active_calls > 1) std::abort();
+            if (v.close) {
+                if (v.reason.size() > 123) std::abort(); // fits a WebSocket close frame
+                break;
+            }
+        }
+    }
+    if (limiter.status().active_calls != 0) std::abort();
+    return 0;
+}
