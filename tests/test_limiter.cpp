@@ -97,6 +97,24 @@ TEST_CASE("a throwing observer or sink never changes a decision") {
     CHECK(l.status().active_calls == 0);
 }
 
+TEST_CASE("a backend's data reset is logged once, counted in the status and sent to the observer") {
+    rig r(test::small_config(3));
+    CHECK(r.limiter.acquire("CA1").outcome == acquire_outcome::acquired);
+    CHECK(r.limiter.status().backend_resets == 0);
+    r.backend.ctl().resets = 1;
+    CHECK(r.limiter.acquire("CA2").outcome == acquire_outcome::acquired);
+    CHECK(r.limiter.acquire("CA3").outcome == acquire_outcome::acquired);
+    CHECK(r.logs.count_containing("[CAPACITY] BACKEND_DATA_LOST backend=switchable resets=1") == 1);
+    CHECK(r.events.count(event_kind::backend_data_lost) == 1);
+    auto st = r.limiter.status();
+    CHECK(st.backend_resets == 1);
+    CHECK(callguard::to_json(st).find("\"backend_resets\":1") != std::string::npos);
+    CHECK(r.limiter.metrics_text().find("callguard_backend_resets_total 1") != std::string::npos);
+    r.backend.ctl().resets = 2;
+    r.limiter.release("CA1");
+    CHECK(r.logs.count_containing("BACKEND_DATA_LOST") == 2);
+}
+
 TEST_CASE("fail_mode open admits while the backend is down, and logs the outage once") {
     rig r(test::small_config(2));
     r.backend.ctl().failing = true;

@@ -5,7 +5,7 @@ TEST_CASE("to_json has the contract's keys in the contract's shape") {
     callguard::capacity_status s{8, 15, 7, false, true, "memory"};
     CHECK(callguard::to_json(s) ==
           R"({"status":"ok","active_calls":8,"max_calls":15,"capacity_available":7,)"
-          R"("at_capacity":false,"backend":"memory","backend_healthy":true})");
+          R"("at_capacity":false,"backend":"memory","backend_healthy":true,"backend_resets":0})");
     s.backend_healthy = false;
     s.backend = "re\"dis\n";
     auto j = callguard::to_json(s);
@@ -34,8 +34,8 @@ TEST_CASE("prometheus text: HELP and TYPE for every family, counters end in _tot
     std::size_t help = 0, type = 0;
     for (std::size_t pos = 0; (pos = text.find("# HELP ", pos)) != std::string::npos; ++pos) ++help;
     for (std::size_t pos = 0; (pos = text.find("# TYPE ", pos)) != std::string::npos; ++pos) ++type;
-    CHECK(help == 12);
-    CHECK(type == 12);
+    CHECK(help == 13);
+    CHECK(type == 13);
     for (std::size_t pos = 0; (pos = text.find(" counter\n", pos)) != std::string::npos; ++pos) {
         auto line_start = text.rfind('\n', pos);
         auto name = text.substr(line_start + 8, pos - line_start - 8);

@@ -69,6 +69,16 @@ concept capacity_backend =
         { cb.healthy() } noexcept -> std::same_as<bool>;
     };
 
+/// Optional: a backend that can tell when its stored slots vanished behind its back (a server
+/// restarted without persistence, flushed, or failed over to an empty replica) counts those
+/// events in `data_resets()`. The limiter reports the count in its status and logs each new one:
+/// the slots held before are gone, so the count under-states the calls in progress until they
+/// refresh or end.
+template <class B>
+concept reports_data_resets = requires(const B& b) {
+    { b.data_resets() } noexcept -> std::convertible_to<std::uint64_t>;
+};
+
 namespace detail {
 
 /// The smallest type that models `capacity_backend`; checked below so the concept itself

@@ -140,6 +140,7 @@ public:
             s.active_calls = last_active_.load(std::memory_order_relaxed);
             if (local_) s.active_calls = std::max(s.active_calls, local_->active_count());
         }
+        if constexpr (reports_data_resets<Backend>) s.backend_resets = backend_.data_resets();
         s.capacity_available = std::max<std::int64_t>(0, s.max_calls - s.active_calls);
         s.at_capacity = s.active_calls >= s.max_calls;
         return s;
@@ -267,9 +268,22 @@ private:
     }
 
     void on_backend_success() noexcept {
+        if constexpr (reports_data_resets<Backend>) check_data_resets();
         if (healthy_.load(std::memory_order_relaxed) || healthy_.exchange(true)) return;
         log_.log(log_level::warning, "[CAPACITY] BACKEND_UP backend={}", backend_.name());
         notify(event(event_kind::backend_up, {}, {}, last_active_.load()));
+    }
+
+    /// Logs each reset the backend found once, on whichever thread sees it first.
+    void check_data_resets() noexcept {
+        const std::uint64_t now = backend_.data_resets();
+        auto seen = resets_seen_.load(std::memory_order_relaxed);
+        if (now == seen || !resets_seen_.compare_exchange_strong(seen, now)) return;
+        log_.log(log_level::error,
+                 "[CAPACITY] BACKEND_DATA_LOST backend={} resets={}: the slots held before are "
+                 "gone; active_calls under-counts until those calls refresh or end",
+                 backend_.name(), now);
+        notify(event(event_kind::backend_data_lost, {}, {}, last_active_.load()));
     }
 
     capacity_event event(event_kind kind, std::string_view call_id, std::string_view tenant,
@@ -309,6 +323,7 @@ private:
     std::optional<memory_backend> local_; // only with fail_mode::local
     std::atomic<bool> healthy_{true};
     std::atomic<std::int64_t> last_active_{0}; // last count status() saw: reported when degraded
+    std::atomic<std::uint64_t> resets_seen_{0};  // backend data resets already logged
     detail::striped_counters<static_cast<std::size_t>(counter::count_)> counters_;
 };
 

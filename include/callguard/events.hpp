@@ -16,6 +16,7 @@ enum class event_kind {
     rejected_fail_closed, ///< backend down, rejected
     backend_down,         ///< first failure after a healthy period (once per transition)
     backend_up,           ///< first success after a failure (once per transition)
+    backend_data_lost,    ///< the backend found its stored slots gone (restarted empty, flushed)
 };
 
 constexpr std::string_view to_string(event_kind k) noexcept {
@@ -28,6 +29,7 @@ constexpr std::string_view to_string(event_kind k) noexcept {
     case event_kind::rejected_fail_closed: return "rejected_fail_closed";
     case event_kind::backend_down: return "backend_down";
     case event_kind::backend_up: return "backend_up";
+    case event_kind::backend_data_lost: return "backend_data_lost";
     }
     return "unknown";
 }
@@ -35,7 +37,7 @@ constexpr std::string_view to_string(event_kind k) noexcept {
 /// One event. The views are valid only during the observer call: copy what you keep.
 struct capacity_event {
     event_kind kind = event_kind::acquired;
-    std::string_view call_id; ///< empty for backend_down / backend_up
+    std::string_view call_id; ///< empty for the backend_* kinds
     std::string_view tenant;
     std::int64_t active = 0;
     std::int64_t max = 0;

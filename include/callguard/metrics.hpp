@@ -37,6 +37,9 @@ inline std::string to_prometheus(const capacity_status& s, const capacity_counte
     metric("at_capacity", "gauge", "1 when no slot is free.", s.at_capacity ? 1 : 0);
     metric("backend_healthy", "gauge", "1 when the backend answers, 0 while degraded.",
            s.backend_healthy ? 1 : 0);
+    metric("backend_resets_total", "counter",
+           "Times the backend found its stored slots gone (restarted empty, flushed).",
+           s.backend_resets);
     metric("acquired_total", "counter", "Slots taken.", c.acquired);
     metric("already_held_total", "counter", "Retried acquires for calls already holding a slot.",
            c.already_held);

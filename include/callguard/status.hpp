@@ -15,10 +15,12 @@ struct capacity_status {
     bool at_capacity = false;
     bool backend_healthy = true;
     std::string backend; ///< "memory", "redis", ...
+    /// Times the backend found its stored slots gone since start (see `reports_data_resets`).
+    std::uint64_t backend_resets = 0;
 };
 
 /// `{"status":"ok","active_calls":8,"max_calls":15,"capacity_available":7,"at_capacity":false,
-/// "backend":"memory","backend_healthy":true}`; `"status":"degraded"` while the backend is down.
+/// "backend":"memory","backend_healthy":true,"backend_resets":0}`; `"status":"degraded"` while the backend is down.
 inline std::string to_json(const capacity_status& s) {
     std::string out;
     out.reserve(160);
@@ -33,6 +35,7 @@ inline std::string to_json(const capacity_status& s) {
     detail::append_json_string(out, s.backend);
     out += ",\"backend_healthy\":";
     out += s.backend_healthy ? "true" : "false";
+    out += ",\"backend_resets\":" + std::to_string(s.backend_resets);
     out += '}';
     return out;
 }

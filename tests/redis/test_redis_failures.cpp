@@ -74,7 +74,34 @@ TEST_CASE("redis killed: fail-open at once, degraded status, one log line per tr
     REQUIRE(wait_healthy(r.limiter));
     CHECK(r.limiter.acquire("CA-after").outcome == acquire_outcome::acquired);
     CHECK(r.logs.count_containing("[CAPACITY] BACKEND_UP backend=redis") == 1);
-    CHECK(r.limiter.status().active_calls == 1); // the old slot was lost with the dataset
+    // The old slot was lost with the dataset, and the limiter says so: once, in the log, the
+    // status JSON and the backend's count.
+    auto after = r.limiter.status();
+    CHECK(after.active_calls == 1);
+    CHECK(after.backend_resets == 1);
+    CHECK(callguard::to_json(after).find("\"backend_resets\":1") != std::string::npos);
+    CHECK(r.logs.count_containing("[CAPACITY] BACKEND_DATA_LOST backend=redis resets=1") == 1);
+    CHECK(r.limiter.backend().data_resets() == 1);
+}
+
+TEST_CASE("redis: a flushed dataset is reported at the next reconnect, dropped connections are not") {
+    rig r;
+    REQUIRE(r.limiter.acquire("CA-held").outcome == acquire_outcome::acquired);
+    // Connections dropped, data kept: no reset.
+    r.server.command({"CLIENT", "KILL", "TYPE", "normal"});
+    CHECK(r.limiter.acquire("CA-second").outcome == acquire_outcome::acquired);
+    CHECK(r.limiter.status().backend_resets == 0);
+    // Data gone, then connections dropped (a restart does both): one reset, logged once.
+    r.server.command({"FLUSHALL"});
+    r.server.command({"CLIENT", "KILL", "TYPE", "normal"});
+    CHECK(r.limiter.acquire("CA-third").outcome == acquire_outcome::acquired);
+    CHECK(r.limiter.status().backend_resets == 1);
+    CHECK(r.limiter.status().active_calls == 1);
+    CHECK(r.logs.count_containing("BACKEND_DATA_LOST") == 1);
+    // A second backend that never saw the old marker has nothing to report.
+    callguard::redis_backend fresh(test::quick_options(r.server, r.prefix));
+    CHECK(fresh.active_count() == 1);
+    CHECK(fresh.data_resets() == 0);
 }
 
 TEST_CASE("redis frozen (SIGSTOP): the first call waits one timeout, the next ones none") {

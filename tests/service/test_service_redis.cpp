@@ -71,6 +71,9 @@ TEST_CASE("fleet: Redis killed, calls still answered and health degraded, back, 
     CHECK(ok);
     CHECK(s.incoming_call("CA-up").body.find("<Connect>") != std::string::npos);
     CHECK(s.log().find("[CAPACITY] BACKEND_UP backend=redis") != std::string::npos);
+    // The restarted server came back empty: the service says the old slots were lost.
+    CHECK(s.health_field("backend_resets") == "1");
+    CHECK(s.log().find("[CAPACITY] BACKEND_DATA_LOST backend=redis resets=1") != std::string::npos);
 }
 
 TEST_CASE("fleet: a live stream puts its slot back after Redis lost it") {

@@ -92,6 +92,7 @@ public:
     struct control {
         std::atomic<bool> failing{false};
         std::atomic<int> acquires{0}, releases{0}, refreshes{0}, counts{0};
+        std::atomic<std::uint64_t> resets{0}; ///< what `data_resets()` reports
     };
 
     switchable_backend() = default;
@@ -122,6 +123,7 @@ public:
     }
     std::string_view name() const { return "switchable"; }
     bool healthy() const noexcept { return !ctl_->failing.load(); }
+    std::uint64_t data_resets() const noexcept { return ctl_->resets.load(); }
 
     control& ctl() const { return *ctl_; }
 
@@ -133,6 +135,8 @@ private:
     callguard::memory_backend inner_;
 };
 static_assert(callguard::capacity_backend<switchable_backend>);
+static_assert(callguard::reports_data_resets<switchable_backend>);
+static_assert(!callguard::reports_data_resets<callguard::memory_backend>);
 
 /// A config with a small cap and quiet logs, for tests.
 inline callguard::limiter_config small_config(std::int64_t cap) {

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -107,6 +108,12 @@ public:
         std::lock_guard lk(st_->pending_mu);
         return st_->pending.size();
     }
+    /// Times a new connection found the limiter's keys gone although this backend had seen them:
+    /// the server restarted without persistence, was flushed, or failed over to an empty replica.
+    /// Checked on every new connection (a restart always breaks the old ones); a FLUSHALL under a
+    /// live connection is found at the next reconnect.
+    std::uint64_t data_resets() const noexcept { return st_->resets.load(); }
+
     /// Connections open right now (idle + in use).
     std::size_t open_connections() const { return st_->pool.open_connections(); }
 
@@ -124,7 +131,7 @@ private:
 
     struct state {
         detail::connection_pool pool;
-        std::string base, active_key, owners_key;
+        std::string base, active_key, owners_key, epoch_key;
 
         // A script's SHA never changes once known: written once under the mutex, then read
         // without it (the flag publishes the string).
@@ -141,12 +148,16 @@ private:
         std::unordered_set<std::string> pending;
         std::atomic<std::size_t> pending_count{0};
         std::atomic<bool> eviction_checked{false};
+        std::mutex epoch_mu;
+        std::string known_epoch;          // the dataset's marker as this backend last saw it
+        std::atomic<std::uint64_t> resets{0};
         bool dropped_warned = false;
 
         explicit state(redis_options o) : pool(validated(std::move(o))) {
             base = "{" + pool.options().key_prefix + "}";
             active_key = base + ":active";
             owners_key = base + ":owners";
+            epoch_key = base + ":epoch";
         }
 
         static redis_options validated(redis_options o) {
@@ -225,7 +236,7 @@ private:
                                std::initializer_list<std::string_view> args) {
             {
                 auto c = pool.get();
-                if (!c.reused()) return eval_on(c, s, keys, args);
+                if (!c.reused()) return first_eval_on(c, s, keys, args);
                 try {
                     return eval_on(c, s, keys, args);
                 } catch (const redis_timeout_error&) {
@@ -235,13 +246,19 @@ private:
             }
             pool.drop_idle(); // its siblings were likely closed too
             auto fresh = pool.get();
-            return eval_on(fresh, s, keys, args);
+            return first_eval_on(fresh, s, keys, args);
+        }
+
+        detail::reply_ptr first_eval_on(detail::connection_pool::lease& c, script s,
+                                        std::initializer_list<std::string_view> keys,
+                                        std::initializer_list<std::string_view> args) {
+            on_new_connection(*c);
+            return eval_on(c, s, keys, args);
         }
 
         detail::reply_ptr eval_on(detail::connection_pool::lease& c, script s,
                                   std::initializer_list<std::string_view> keys,
                                   std::initializer_list<std::string_view> args) {
-            check_eviction_policy(*c);
             std::string loaded;
             std::string_view sha = sha_of(s);
             if (sha.empty()) sha = loaded = load(*c, s);
@@ -269,6 +286,33 @@ private:
             if (detail::reply_is_error(r.get()))
                 throw redis_reply_error("Redis refused the script: " + detail::reply_text(r.get()));
             return r;
+        }
+
+        /// Runs once on each new connection, before its first script. The dataset carries a
+        /// marker key written by whichever client finds it missing first; a marker different
+        /// from the one this backend saw before means the keys were lost in between.
+        void on_new_connection(detail::redis_connection& c) {
+            check_eviction_policy(c);
+            // An error reply (OOM, READONLY, an ACL) skips the check; the scripts will say more.
+            c.command({"SET", epoch_key, new_epoch_token(), "NX"});
+            auto got = c.command({"GET", epoch_key});
+            if (!got || got->type != REDIS_REPLY_STRING) return;
+            auto epoch = detail::reply_text(got.get());
+            std::lock_guard lk(epoch_mu);
+            if (!known_epoch.empty() && epoch != known_epoch) {
+                resets.fetch_add(1);
+                pool.options().on_warning(
+                    "REDIS_DATA_RESET the limiter's keys under " + base +
+                    " were gone (restart without persistence, FLUSHALL or failover to an empty "
+                    "replica): slots held before are lost until their calls refresh or end");
+            }
+            known_epoch = std::move(epoch);
+        }
+
+        static std::string new_epoch_token() {
+            std::random_device rd;
+            const auto t = static_cast<std::uint64_t>(now_ns());
+            return fmt::format("{:08x}{:08x}{:016x}", rd(), rd(), t);
         }
 
         /// Warns once when the server may evict our keys: an evicted set silently resets the cap.
