@@ -46,13 +46,19 @@ struct memory_maker {
 };
 
 #ifdef CALLGUARD_BENCH_REDIS
+/// The default multiplexed mode ("redis"), and the pool ("redis_pooled") with one connection
+/// per caller, like redis-benchmark's -c.
+template <callguard::redis_connection_mode Mode>
 struct redis_maker {
-    static constexpr const char* name = "redis";
+    static constexpr const char* name =
+        Mode == callguard::redis_connection_mode::multiplexed ? "redis" : "redis_pooled";
     static constexpr std::size_t sample_mask = 0; // a round trip dwarfs the clock: time them all
     static callguard::redis_backend make(std::string_view run) {
         auto o = callguard::redis_options::from_env();
         o.key_prefix = fmt::format("bench-{}", run);
-        o.pool_size = 64; // one connection per caller, like redis-benchmark's -c
+        o.connection_mode = Mode;
+        o.pool_size = 64;
+        if (const char* n = std::getenv("CALLGUARD_BENCH_SOCKETS")) o.multiplexed_connections = std::atoi(n);
         o.command_timeout = o.connect_timeout = std::chrono::milliseconds(2000);
         return callguard::redis_backend(std::move(o));
     }
@@ -189,7 +195,9 @@ int main(int argc, char** argv) {
 #ifdef CALLGUARD_BENCH_REDIS
     if (std::getenv("REDIS_URL")) {
         const char* max_held = std::getenv("CALLGUARD_BENCH_MAX_HELD");
-        register_all<redis_maker>({1, 2, 16, 64}, max_held ? std::atoll(max_held) : 1'000'000);
+        const std::int64_t held = max_held ? std::atoll(max_held) : 1'000'000;
+        register_all<redis_maker<callguard::redis_connection_mode::multiplexed>>({1, 2, 16, 64}, held);
+        register_all<redis_maker<callguard::redis_connection_mode::pooled>>({1, 2, 16, 64}, held);
     }
 #endif
     benchmark::Initialize(&argc, argv);

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Puts the Redis backend next to redis-benchmark on the same server, in the same run.
 #
-#   bench/compare.sh [--quick] [path/to/bench_limiter]
+#   bench/compare.sh [--quick] [--plot out.png] [path/to/bench_limiter]
 #
 # Starts its own redis-server on a free loopback port, then measures:
 #   - redis-benchmark: EVALSHA of a trivial script and of our acquire script, -c 1/16/64,
 #     pipelined (-P 16) and not (-P 1);
-#   - bench_limiter: acquire+release pairs (and acquire p50/p99) over the Redis backend with
-#     1, 16 and 64 caller threads, and acquire cost with 15 / 1k / 100k / 1M slots held;
+#   - bench_limiter: acquire+release pairs (and acquire p50/p99) over the Redis backend, in its
+#     default multiplexed mode and in pooled mode, with 1, 16 and 64 caller threads, and acquire
+#     cost with 15 / 1k / 100k / 1M slots held;
 # and prints one table with the ratios. Medians of --repetitions runs (3; 1 with --quick).
+# --plot draws pairs/s against callers into a PNG (needs gnuplot).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 quick=0
-if [[ ${1:-} == --quick ]]; then quick=1; shift; fi
+plot=
+while (($#)); do
+  case $1 in
+    --quick) quick=1; shift ;;
+    --plot) plot=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
 bench=${1:-$here/../build/bench/bench_limiter}
 [[ -x $bench ]] || { echo "compare.sh: $bench not built (cmake --build build --target bench_limiter)" >&2; exit 2; }
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
@@ -72,7 +81,7 @@ done
 
 # Our side: Google Benchmark over the Redis backend, the same server.
 REDIS_URL="redis://127.0.0.1:$port" CALLGUARD_BENCH_MAX_HELD=$held_max "$bench" \
-  --benchmark_filter='(acquire_release|acquire_release_held)/redis' \
+  --benchmark_filter='(acquire_release/redis|acquire_release/redis_pooled|acquire_release_held/redis)/' \
   --benchmark_min_time="$min_time" --benchmark_repetitions="$reps" \
   --benchmark_format=csv >"$work/ours.csv" 2>"$work/ours.err" || { cat "$work/ours.err" >&2; exit 1; }
 
@@ -88,19 +97,25 @@ printf '\ncallguard Redis backend vs redis-benchmark, same redis-server (127.0.0
 printf '%-7s | %10s %10s %8s %8s | %10s %8s %10s %8s | %7s %7s %7s %7s\n' callers "pairs/s" "cmds/s" "p50 us" "p99 us" \
   "rb triv/s" "p50 us" "rb acq/s" "p50 us" "x triv" "x acq" "p50x tr" "p50x ac"
 printf '%s\n' "--------+----------------------------------------+----------------------------------------+--------------------------------"
-for c in 1 16 64; do
-  name="acquire_release/redis/0/real_time/threads:$c\""
-  pairs=$(ours "$name" "$c_pairs"); p50=$(ours "$name" "$c_p50"); p99=$(ours "$name" "$c_p99")
-  read -r t_rps t_p50 <<<"${rb_trivial[$c]}"
-  read -r a_rps a_p50 <<<"${rb_acquire[$c]}"
-  awk -v c="$c" -v pairs="$pairs" -v p50="$p50" -v p99="$p99" -v trps="$t_rps" -v tp50="$t_p50" \
-      -v arps="$a_rps" -v ap50="$a_p50" 'BEGIN {
-    cmds = 2 * pairs
-    printf "%-7s | %10.0f %10.0f %8.1f %8.1f | %10.0f %8.1f %10.0f %8.1f | %7.2f %7.2f %7.2f %7.2f\n", \
-      c, pairs, cmds, p50, p99, trps, tp50, arps, ap50, cmds / trps, cmds / arps, p50 / tp50, p50 / ap50
-  }'
+for mode in redis redis_pooled; do
+  for c in 1 16 64; do
+    name="acquire_release/$mode/0/real_time/threads:$c\""
+    pairs=$(ours "$name" "$c_pairs"); p50=$(ours "$name" "$c_p50"); p99=$(ours "$name" "$c_p99")
+    read -r t_rps t_p50 <<<"${rb_trivial[$c]}"
+    read -r a_rps a_p50 <<<"${rb_acquire[$c]}"
+    read -r a16 _ <<<"${rb_acquire_p16[$c]}"
+    label=$([[ $mode == redis ]] && echo "$c mux" || echo "$c pool")
+    awk -v c="$label" -v pairs="$pairs" -v p50="$p50" -v p99="$p99" -v trps="$t_rps" -v tp50="$t_p50" \
+        -v arps="$a_rps" -v ap50="$a_p50" 'BEGIN {
+      cmds = 2 * pairs
+      printf "%-8s| %10.0f %10.0f %8.1f %8.1f | %10.0f %8.1f %10.0f %8.1f | %7.2f %7.2f %7.2f %7.2f\n", \
+        c, pairs, cmds, p50, p99, trps, tp50, arps, ap50, cmds / trps, cmds / arps, p50 / tp50, p50 / ap50
+    }'
+    echo "$mode $c $pairs $a_rps $a16" >>"$work/plot.dat"
+  done
 done
-printf '\nx triv / x acq = our EVALSHA commands/s (2 per acquire+release pair) over redis-benchmark'"'"'s\n'
+printf '\nmux = the default multiplexed mode (callers share one socket), pool = one connection per caller.\n'
+printf 'x triv / x acq = our EVALSHA commands/s (2 per acquire+release pair) over redis-benchmark'"'"'s\n'
 printf 'EVALSHA/s (-P 1, same -c) of the trivial script / of our acquire script;\n'
 printf 'p50x = our acquire p50 over redis-benchmark'"'"'s EVALSHA p50 (same -c), trivial / acquire script.\n'
 printf '\nredis-benchmark pipelined (-P 16): EVALSHA/s trivial / acquire script\n'
@@ -115,3 +130,27 @@ for held in 15 1000 100000 1000000; do
   [[ -z $v ]] && continue
   printf '  %-8s %12.0f %8.1f %8.1f\n' "$held" "$v" "$(ours "$name" "$c_p50")" "$(ours "$name" "$c_p99")"
 done
+
+if [[ -n $plot ]]; then
+  command -v gnuplot >/dev/null || { echo "compare.sh: --plot needs gnuplot (apt-get install gnuplot-nox)" >&2; exit 2; }
+  # Columns: callers, ours multiplexed, ours pooled, and redis-benchmark's acquire script as
+  # pairs (EVALSHA/s / 2), blocking and pipelined.
+  awk '$1 == "redis" {m[$2] = $3; a[$2] = $4; p[$2] = $5} $1 == "redis_pooled" {q[$2] = $3}
+       END {for (c in m) print c, m[c], q[c], a[c] / 2, p[c] / 2}' "$work/plot.dat" | sort -n >"$work/plot.txt"
+  gnuplot <<EOF
+set terminal pngcairo size 900,520 font ",11"
+set output "$plot"
+set title "acquire+release pairs/s vs concurrent callers (one redis-server, 2 cores)"
+set xlabel "callers (threads / redis-benchmark -c)"
+set ylabel "pairs/s"
+set logscale x 2
+set xtics (1, 16, 64)
+set key top left
+set grid
+plot "$work/plot.txt" using 1:2 with linespoints lw 2 title "callguard, multiplexed (default)", \
+     "" using 1:3 with linespoints lw 2 title "callguard, pooled", \
+     "" using 1:4 with linespoints dt 2 title "redis-benchmark, acquire script, -P 1 (EVALSHA/s / 2)", \
+     "" using 1:5 with linespoints dt 3 title "redis-benchmark, acquire script, -P 16 (EVALSHA/s / 2)"
+EOF
+  echo "plot: $plot"
+fi

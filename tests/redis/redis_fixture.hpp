@@ -30,6 +30,19 @@ struct redis_fixture {
     backend_type make_backend() { return backend_type(shared_redis().url(), prefix); }
 };
 
+/// The same over the connection pool instead of the default multiplexed socket.
+struct redis_pooled_fixture {
+    using backend_type = callguard::redis_backend;
+    std::string prefix = unique_prefix("contract-pooled");
+    backend_type make_backend() {
+        auto o = callguard::redis_options::from_url(shared_redis().url());
+        o.key_prefix = prefix;
+        o.connection_mode = callguard::redis_connection_mode::pooled;
+        o.pool_size = 8;
+        return backend_type(std::move(o));
+    }
+};
+
 /// Options for a backend on `server` with short timeouts, so failure tests stay quick.
 inline callguard::redis_options quick_options(const redis_server& server, std::string prefix) {
     auto o = callguard::redis_options::from_url(server.url());

@@ -22,9 +22,17 @@ struct rig {
     std::string prefix = test::unique_prefix("fail");
     redis_limiter limiter;
 
-    explicit rig(callguard::fail_mode mode = callguard::fail_mode::open, std::int64_t cap = 3)
-        : limiter(callguard::redis_backend(test::quick_options(server, prefix)), config(mode, cap),
+    explicit rig(callguard::fail_mode mode = callguard::fail_mode::open, std::int64_t cap = 3,
+                 callguard::redis_connection_mode conn = callguard::redis_connection_mode::multiplexed)
+        : limiter(callguard::redis_backend(options(server, prefix, conn)), config(mode, cap),
                   {logs.sink(), {}}) {}
+
+    static callguard::redis_options options(const test::redis_server& s, const std::string& prefix,
+                                            callguard::redis_connection_mode conn) {
+        auto o = test::quick_options(s, prefix);
+        o.connection_mode = conn;
+        return o;
+    }
 
     static callguard::limiter_config config(callguard::fail_mode mode, std::int64_t cap) {
         auto c = test::small_config(cap);
@@ -197,7 +205,7 @@ TEST_CASE("redis: an eviction policy that could drop our keys is warned about on
 }
 
 TEST_CASE("redis: connections are pooled, bounded and re-made after a restart") {
-    rig r;
+    rig r(callguard::fail_mode::open, 3, callguard::redis_connection_mode::pooled);
     std::vector<std::thread> pool;
     for (int t = 0; t < 8; ++t)
         pool.emplace_back([&, t] {

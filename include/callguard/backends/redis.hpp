@@ -7,6 +7,7 @@
 #include "../backend.hpp"
 #include "../redis/connection.hpp"
 #include "../redis/errors.hpp"
+#include "../redis/multiplexer.hpp"
 #include "../redis/options.hpp"
 #include "../redis/pool.hpp"
 #include "../redis/scripts.hpp"
@@ -114,8 +115,20 @@ public:
     /// live connection is found at the next reconnect.
     std::uint64_t data_resets() const noexcept { return st_->resets.load(); }
 
-    /// Connections open right now (idle + in use).
-    std::size_t open_connections() const { return st_->pool.open_connections(); }
+    /// Multiplexed mode: round trips made so far, each carrying one command or more (pipelining
+    /// at work when this grows slower than the operations); 0 in pooled mode.
+    std::uint64_t round_trips() const noexcept {
+        std::uint64_t n = 0;
+        for (const auto& m : st_->muxes) n += m->rounds();
+        return n;
+    }
+
+    /// Connections open right now (pooled: idle + in use; multiplexed: the shared sockets).
+    std::size_t open_connections() const {
+        std::size_t n = st_->pool.open_connections();
+        for (const auto& m : st_->muxes) n += m->connected() ? 1 : 0;
+        return n;
+    }
 
 private:
     enum class script : std::size_t { acquire, release, refresh, count, cleanup, count_ };
@@ -153,11 +166,18 @@ private:
         std::atomic<std::uint64_t> resets{0};
         bool dropped_warned = false;
 
+        // Multiplexed mode: the shared sockets (the pool then stays empty).
+        std::vector<std::unique_ptr<detail::multiplexed_connection>> muxes;
+
         explicit state(redis_options o) : pool(validated(std::move(o))) {
             base = "{" + pool.options().key_prefix + "}";
             active_key = base + ":active";
             owners_key = base + ":owners";
             epoch_key = base + ":epoch";
+            if (pool.options().connection_mode == redis_connection_mode::multiplexed)
+                for (std::size_t i = 0; i < pool.options().multiplexed_connections; ++i)
+                    muxes.push_back(std::make_unique<detail::multiplexed_connection>(
+                        pool.options(), [this](detail::redis_connection& c) { on_new_connection(c); }));
         }
 
         static redis_options validated(redis_options o) {
@@ -214,7 +234,10 @@ private:
         }
 
         std::string load(detail::redis_connection& c, script s) {
-            auto r = c.command({"SCRIPT", "LOAD", sources[static_cast<std::size_t>(s)]});
+            return remember_sha(s, c.command({"SCRIPT", "LOAD", sources[static_cast<std::size_t>(s)]}));
+        }
+
+        std::string remember_sha(script s, detail::reply_ptr r) {
             if (detail::reply_is_error(r.get()) || r->type != REDIS_REPLY_STRING)
                 throw redis_reply_error("SCRIPT LOAD failed: " + detail::reply_text(r.get()));
             auto sha = detail::reply_text(r.get());
@@ -234,6 +257,7 @@ private:
         /// that did run is safe to repeat. A timeout is never retried: the server may be stuck.
         detail::reply_ptr eval(script s, std::initializer_list<std::string_view> keys,
                                std::initializer_list<std::string_view> args) {
+            if (!muxes.empty()) return eval_multiplexed(s, keys, args);
             {
                 auto c = pool.get();
                 if (!c.reused()) return first_eval_on(c, s, keys, args);
@@ -247,6 +271,38 @@ private:
             pool.drop_idle(); // its siblings were likely closed too
             auto fresh = pool.get();
             return first_eval_on(fresh, s, keys, args);
+        }
+
+        /// The same EVALSHA (and NOSCRIPT reload) over a shared socket; the multiplexer does
+        /// the reconnect-and-retry-once for a closed connection.
+        detail::reply_ptr eval_multiplexed(script s, std::initializer_list<std::string_view> keys,
+                                           std::initializer_list<std::string_view> args) {
+            auto& m = *muxes[muxes.size() == 1 ? 0 : detail::thread_slot() % muxes.size()];
+            auto load_here = [&] {
+                return remember_sha(s, m.call({"SCRIPT", "LOAD", sources[static_cast<std::size_t>(s)]}));
+            };
+            std::string loaded;
+            std::string_view sha = sha_of(s);
+            if (sha.empty()) sha = loaded = load_here();
+            const auto nkeys = std::to_string(keys.size());
+            std::array<std::string_view, 3 + 2 + 6> argv; // EVALSHA sha n, <= 2 keys, <= 6 args
+            std::size_t n = 0;
+            argv[n++] = "EVALSHA";
+            argv[n++] = sha;
+            argv[n++] = nkeys;
+            for (auto k : keys) argv[n++] = k;
+            for (auto a : args) argv[n++] = a;
+            // argv holds the most any script takes: acquire, with 2 keys and 6 arguments.
+            const std::span<const std::string_view> cmd(argv.data(), n);
+            auto r = m.call(cmd);
+            if (detail::reply_error_is(r.get(), "NOSCRIPT")) {
+                loaded = load_here();
+                argv[1] = loaded;
+                r = m.call(cmd);
+            }
+            if (detail::reply_is_error(r.get()))
+                throw redis_reply_error("Redis refused the script: " + detail::reply_text(r.get()));
+            return r;
         }
 
         detail::reply_ptr first_eval_on(detail::connection_pool::lease& c, script s,

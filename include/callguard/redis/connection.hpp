@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <sys/time.h>
@@ -57,6 +58,24 @@ inline bool reply_error_is(const redisReply* r, std::string_view code) noexcept 
                            text.find("timed out") != std::string_view::npos;
     if (c->err == REDIS_ERR_IO && timed_out) throw redis_timeout_error(what);
     throw redis_io_error(what);
+}
+
+/// Appends one command in the Redis protocol (an array of bulk strings) to `out`.
+inline void append_resp(std::string& out, std::span<const std::string_view> args) {
+    out += '*';
+    out += std::to_string(args.size());
+    out += "\r\n";
+    for (auto a : args) {
+        out += '$';
+        out += std::to_string(a.size());
+        out += "\r\n";
+        out += a;
+        out += "\r\n";
+    }
+}
+
+inline void append_resp(std::string& out, std::initializer_list<std::string_view> args) {
+    append_resp(out, std::span<const std::string_view>(args.begin(), args.size()));
 }
 
 class redis_connection {
@@ -134,6 +153,24 @@ public:
             throw_context_error(ctx_, "redis command");
         }
         return reply_ptr(r);
+    }
+
+    /// Queues already-encoded commands (RESP) for the next `read_reply`, which sends them first.
+    void append_encoded(std::string_view commands) {
+        if (redisAppendFormattedCommand(ctx_, commands.data(), commands.size()) != REDIS_OK) {
+            broken_ = true;
+            throw_context_error(ctx_, "redis pipeline");
+        }
+    }
+
+    /// Sends whatever is queued, then reads the next reply in order. Throws like `command`.
+    reply_ptr read_reply() {
+        void* r = nullptr;
+        if (redisGetReply(ctx_, &r) != REDIS_OK || !r) {
+            broken_ = true;
+            throw_context_error(ctx_, "redis pipeline");
+        }
+        return reply_ptr(static_cast<redisReply*>(r));
     }
 
     bool broken() const noexcept { return broken_ || !ctx_ || ctx_->err != 0; }

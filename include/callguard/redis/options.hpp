@@ -18,6 +18,16 @@
 
 namespace callguard {
 
+/// How concurrent callers share connections to Redis.
+enum class redis_connection_mode {
+    /// Callers' commands share a few sockets and travel together: each round trip carries
+    /// every caller waiting at that moment (pipelining). The default: fewer round trips and
+    /// system calls per operation, and no pool to run out of.
+    multiplexed,
+    /// One connection per concurrent caller, up to `pool_size`; a caller waits for a free one.
+    pooled,
+};
+
 struct redis_options {
     std::string host = "127.0.0.1";
     int port = 6379;
@@ -27,7 +37,10 @@ struct redis_options {
     std::string password; ///< empty: no AUTH
     std::chrono::milliseconds connect_timeout{250};
     std::chrono::milliseconds command_timeout{250};
-    std::size_t pool_size = 4; ///< connections kept for concurrent callers
+    redis_connection_mode connection_mode = redis_connection_mode::multiplexed;
+    /// Multiplexed mode: sockets shared by all callers (each caller thread keeps to one).
+    std::size_t multiplexed_connections = 1;
+    std::size_t pool_size = 4; ///< pooled mode: connections kept for concurrent callers
     std::string key_prefix = "calls"; ///< keys are `{prefix}:...`: one hash tag, one cluster slot
     /// While Redis is unreachable, at most one call per interval tries the network (the probe);
     /// every other call is decided at once by the limiter's fail mode.
@@ -42,7 +55,8 @@ struct redis_options {
     /// Throws `config_error` (variable REDIS_URL, password masked) naming the part that is wrong.
     static redis_options from_url(std::string_view url);
 
-    /// REDIS_URL (required), CALLS_REDIS_KEY_PREFIX, CALLS_REDIS_TIMEOUT_MS (connect and command).
+    /// REDIS_URL (required), CALLS_REDIS_KEY_PREFIX, CALLS_REDIS_TIMEOUT_MS (connect and command),
+    /// CALLS_REDIS_CONNECTION_MODE (`multiplexed` or `pooled`).
     static redis_options from_env(const env_lookup& lookup);
     static redis_options from_env() { return from_env(process_env()); }
 
@@ -223,6 +237,9 @@ inline void redis_options::validate() const {
     if (db < 0) fail("REDIS_URL", std::to_string(db), "db must be non-negative");
     if (connect_timeout.count() < 1 || command_timeout.count() < 1)
         fail("CALLS_REDIS_TIMEOUT_MS", std::to_string(command_timeout.count()), "timeouts must be positive");
+    if (multiplexed_connections < 1 || multiplexed_connections > 64)
+        fail("multiplexed_connections", std::to_string(multiplexed_connections),
+             "expected 1 to 64 connections");
     if (pool_size < 1 || pool_size > 1024)
         fail("pool_size", std::to_string(pool_size), "expected 1 to 1024 connections");
     if (probe_interval.count() < 1)
@@ -241,6 +258,16 @@ inline redis_options redis_options::from_env(const env_lookup& lookup) {
             throw config_error("CALLS_REDIS_KEY_PREFIX", detail::printable(*p),
                                "expected 1-64 characters from [A-Za-z0-9_.:-]");
         o.key_prefix = std::string(prefix);
+    }
+    if (auto m = get("CALLS_REDIS_CONNECTION_MODE")) {
+        auto mode = detail::trim(*m);
+        if (mode == "multiplexed")
+            o.connection_mode = redis_connection_mode::multiplexed;
+        else if (mode == "pooled")
+            o.connection_mode = redis_connection_mode::pooled;
+        else
+            throw config_error("CALLS_REDIS_CONNECTION_MODE", detail::printable(*m),
+                               "expected multiplexed or pooled");
     }
     if (auto t = get("CALLS_REDIS_TIMEOUT_MS")) {
         auto ms = std::chrono::milliseconds(parse_positive("CALLS_REDIS_TIMEOUT_MS", *t, 60'000));

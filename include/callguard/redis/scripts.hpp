@@ -14,13 +14,15 @@
 namespace callguard::detail::lua {
 
 // Shared prologue: effects replication (needed before Redis 5 to write after TIME), the
-// server's clock in ms, and a helper that only ever lengthens a key's TTL.
+// server's clock in ms, and a helper that keeps a key alive longer than any member written now:
+// when less than one slot TTL is left it sets two, so the PEXPIRE runs about once per TTL rather
+// than on every write, and a TTL is only ever lengthened.
 #define CALLGUARD_LUA_PROLOGUE                                                                   \
     "if redis.replicate_commands then redis.replicate_commands() end\n"                          \
     "local t = redis.call('TIME')\n"                                                             \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                    \
     "local function extend(key, ttl)\n"                                                          \
-    "  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end\n"              \
+    "  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, 2 * ttl) end\n"          \
     "end\n"
 
 /// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),

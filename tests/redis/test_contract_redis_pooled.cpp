@@ -1,0 +1,5 @@
+#include "../contract/limiter_contract.hpp"
+#include "redis_fixture.hpp"
+
+// The contract again over the pooled connection mode (the default mode has its own binary).
+CALLGUARD_LIMITER_CONTRACT(test::redis_pooled_fixture);

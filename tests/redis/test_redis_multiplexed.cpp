@@ -1,0 +1,175 @@
+// The multiplexed connection mode against a real redis-server: callers share one socket, every
+// caller gets its own reply, a round that breaks fails every caller in it (and nothing later
+// is mismatched), and a frozen server costs each waiting caller about one timeout.
+
+#include "../support/doubles.hpp"
+#include "../support/tcp_proxy.hpp"
+#include "redis_fixture.hpp"
+
+#include <callguard/callguard.hpp>
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using callguard::acquire_outcome;
+using redis_limiter = callguard::capacity_limiter<callguard::redis_backend>;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+callguard::redis_options options_for(const std::string& url, const std::string& prefix) {
+    auto o = callguard::redis_options::from_url(url);
+    o.key_prefix = prefix;
+    o.connect_timeout = o.command_timeout = 200ms;
+    o.probe_interval = 300ms;
+    o.on_warning = [](std::string_view) {};
+    return o;
+}
+
+/// Runs `fn(thread_index)` on `n` threads started together.
+template <class F>
+void on_threads(int n, F fn) {
+    std::atomic<int> ready{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < n; ++t)
+        ts.emplace_back([&, t] {
+            ++ready;
+            while (ready.load() < n) std::this_thread::yield();
+            fn(t);
+        });
+    for (auto& th : ts) th.join();
+}
+
+std::string id_of(int t, int i) { return "CA-m" + std::to_string(t) + "-" + std::to_string(i); }
+
+} // namespace
+
+TEST_CASE("multiplexed: 16 threads share one socket, each gets its own replies, fewer round trips") {
+    test::redis_server srv;
+    const auto prefix = test::unique_prefix("mux");
+    redis_limiter l(callguard::redis_backend(options_for(srv.url(), prefix)), test::small_config(100000),
+                    {callguard::null_sink(), {}});
+    constexpr int threads = 16, per_thread = 150;
+    std::atomic<int> wrong{0};
+    on_threads(threads, [&](int t) {
+        for (int i = 0; i < per_thread; ++i) {
+            const auto id = id_of(t, i);
+            // Each answer is checkable: a reply handed to the wrong caller would show here.
+            if (l.acquire(id).outcome != acquire_outcome::acquired) ++wrong;
+            if (l.acquire(id).outcome != acquire_outcome::already_held) ++wrong;
+            if (!l.release(id)) ++wrong;
+            if (l.release(id)) ++wrong;
+            if (i == per_thread / 2 && !l.acquire(id)) ++wrong; // keep one per thread
+        }
+    });
+    CHECK(wrong.load() == 0);
+    CHECK(l.status().active_calls == threads);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:active"}) == threads);
+    CHECK(l.backend().open_connections() == 1);
+    const auto ops = static_cast<std::uint64_t>(threads) * per_thread * 4;
+    const auto rounds = l.backend().round_trips();
+    MESSAGE("operations: " << ops << ", round trips: " << rounds);
+    CHECK(rounds > 0);
+    CHECK(rounds < ops); // concurrent callers travelled together
+}
+
+TEST_CASE("multiplexed: a frozen server costs every waiting caller about one timeout") {
+    test::redis_server srv;
+    redis_limiter l(callguard::redis_backend(options_for(srv.url(), test::unique_prefix("mux"))),
+                    test::small_config(100), {callguard::null_sink(), {}});
+    REQUIRE(l.acquire("CA-warm").outcome == acquire_outcome::acquired);
+    srv.pause();
+    std::atomic<int> admitted_open{0};
+    std::atomic<long long> slowest_ms{0};
+    on_threads(12, [&](int t) {
+        auto t0 = clock_type::now();
+        auto r = l.acquire(id_of(t, 0));
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count();
+        if (r.outcome == acquire_outcome::admitted_fail_open) ++admitted_open;
+        for (auto cur = slowest_ms.load(); ms > cur && !slowest_ms.compare_exchange_weak(cur, ms);) {
+        }
+    });
+    srv.resume();
+    CHECK(admitted_open.load() == 12);
+    MESSAGE("slowest caller while frozen: " << slowest_ms.load() << " ms (timeout 200 ms)");
+    CHECK(slowest_ms.load() < 700);
+    // Back: the old slot is still there, and the socket is re-made.
+    bool ok = false;
+    for (int i = 0; i < 100 && !ok; ++i) {
+        ok = l.acquire("CA-warm").outcome == acquire_outcome::already_held;
+        if (!ok) std::this_thread::sleep_for(50ms);
+    }
+    CHECK(ok);
+}
+
+TEST_CASE("multiplexed: rounds cut mid-reply fail their callers, and no reply is mismatched later") {
+    test::redis_server srv;
+    test::tcp_proxy proxy{srv.port()};
+    const auto prefix = test::unique_prefix("muxcut");
+    redis_limiter l(callguard::redis_backend(options_for(proxy.url(), prefix)),
+                    test::small_config(1000), {callguard::null_sink(), {}});
+    proxy.cut_replies_after(5); // every connection dies a few bytes into the server's answers
+    std::atomic<int> not_fail_open{0};
+    on_threads(8, [&](int t) {
+        for (int i = 0; i < 3; ++i) {
+            if (l.acquire(id_of(t, i)).outcome != acquire_outcome::admitted_fail_open) ++not_fail_open;
+            std::this_thread::sleep_for(100ms);
+        }
+    });
+    CHECK(not_fail_open.load() == 0);
+    proxy.cut_replies_after(std::size_t(1) << 40);
+    proxy.drop_all();
+    bool healthy = false;
+    for (int i = 0; i < 100 && !healthy; ++i) {
+        healthy = l.status().backend_healthy;
+        if (!healthy) std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(healthy);
+    // Whatever the cut rounds did on the server, every answer now matches its own request.
+    std::atomic<int> wrong{0};
+    on_threads(8, [&](int t) {
+        for (int i = 0; i < 3; ++i) {
+            auto r = l.acquire(id_of(t, i));
+            if (!(r.outcome == acquire_outcome::acquired || r.outcome == acquire_outcome::already_held)) ++wrong;
+            if (l.acquire(id_of(t, i)).outcome != acquire_outcome::already_held) ++wrong;
+        }
+    });
+    CHECK(wrong.load() == 0);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:active"}) == 24);
+    on_threads(8, [&](int t) {
+        for (int i = 0; i < 3; ++i)
+            if (!l.release(id_of(t, i))) ++wrong;
+    });
+    CHECK(wrong.load() == 0);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:active"}) == 0);
+}
+
+TEST_CASE("multiplexed: two sockets split the callers, and the cap still holds across them") {
+    test::redis_server srv;
+    auto o = options_for(srv.url(), test::unique_prefix("mux2"));
+    o.multiplexed_connections = 2;
+    o.command_timeout = o.connect_timeout = 2000ms;
+    redis_limiter l(callguard::redis_backend(o), test::small_config(7), {callguard::null_sink(), {}});
+    std::atomic<int> held{0}, peak{0}, over{0};
+    on_threads(8, [&](int t) {
+        for (int i = 0; i < 100; ++i) {
+            const auto id = id_of(t, i);
+            if (l.acquire(id).outcome == acquire_outcome::acquired) {
+                int now = ++held;
+                if (now > 7) ++over;
+                for (int cur = peak.load(); now > cur && !peak.compare_exchange_weak(cur, now);) {
+                }
+                --held;
+                l.release(id);
+            }
+        }
+    });
+    CHECK(over.load() == 0);
+    CHECK(peak.load() >= 1);
+    CHECK(l.backend().open_connections() == 2);
+    CHECK(l.status().active_calls == 0);
+}
