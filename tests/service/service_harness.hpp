@@ -75,6 +75,7 @@ public:
     }
 
     std::uint16_t port() const { return port_; }
+    pid_t pid() const { return pid_; }
     const std::string& dir() const { return dir_; }
     std::string log() const {
         std::ifstream in(dir_ + "/service.log");

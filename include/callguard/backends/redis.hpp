@@ -10,6 +10,7 @@
 #include "../redis/multiplexer.hpp"
 #include "../redis/options.hpp"
 #include "../redis/pool.hpp"
+#include "../redis/router.hpp"
 #include "../redis/scripts.hpp"
 
 #include <fmt/core.h>
@@ -20,9 +21,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 
@@ -166,6 +169,7 @@ private:
         std::atomic<std::uint64_t> resets{0};
         bool dropped_warned = false;
 
+        detail::router router{pool.options()};
         // Multiplexed mode: the shared sockets (the pool then stays empty).
         std::vector<std::unique_ptr<detail::multiplexed_connection>> muxes;
 
@@ -174,10 +178,14 @@ private:
             active_key = base + ":active";
             owners_key = base + ":owners";
             epoch_key = base + ":epoch";
+            pool.set_opener([this] { return router.open(); });
             if (pool.options().connection_mode == redis_connection_mode::multiplexed)
                 for (std::size_t i = 0; i < pool.options().multiplexed_connections; ++i)
-                    muxes.push_back(std::make_unique<detail::multiplexed_connection>(
-                        pool.options(), [this](detail::redis_connection& c) { on_new_connection(c); }));
+                    muxes.push_back(std::make_unique<detail::multiplexed_connection>([this] {
+                        auto c = router.open();
+                        on_new_connection(*c);
+                        return c;
+                    }));
         }
 
         static redis_options validated(redis_options o) {
@@ -233,10 +241,6 @@ private:
             return sha_known[i].load(std::memory_order_acquire) ? std::string_view(shas[i]) : std::string_view{};
         }
 
-        std::string load(detail::redis_connection& c, script s) {
-            return remember_sha(s, c.command({"SCRIPT", "LOAD", sources[static_cast<std::size_t>(s)]}));
-        }
-
         std::string remember_sha(script s, detail::reply_ptr r) {
             if (detail::reply_is_error(r.get()) || r->type != REDIS_REPLY_STRING)
                 throw redis_reply_error("SCRIPT LOAD failed: " + detail::reply_text(r.get()));
@@ -250,19 +254,101 @@ private:
             return sha;
         }
 
-        /// One EVALSHA; on NOSCRIPT (Redis restarted, failed over, or SCRIPT FLUSH) the script
-        /// is loaded and the call retried once. A pooled connection that turns out closed
-        /// (CLIENT KILL, the server's idle `timeout`, a restart) is replaced and the call retried
-        /// once on a new connection: every script is idempotent per call id, so even a script
-        /// that did run is safe to repeat. A timeout is never retried: the server may be stuck.
+        /// One script call, wherever the topology puts it. The reply of `send_*` may be an error
+        /// reply; here it is sorted out. A cluster's MOVED re-points the router and reconnects,
+        /// ASK sends this one call to the named node, TRYAGAIN / CLUSTERDOWN (a slot in
+        /// migration, a failover in the cluster) wait a little: all bounded by `max_hops`. A
+        /// READONLY node (a master demoted by a failover) fails the call as an I/O error, so the
+        /// breaker and the fail mode apply until a new connection finds the new master.
         detail::reply_ptr eval(script s, std::initializer_list<std::string_view> keys,
                                std::initializer_list<std::string_view> args) {
-            if (!muxes.empty()) return eval_multiplexed(s, keys, args);
+            static constexpr int max_hops = 5;
+            std::optional<redis_endpoint> ask;
+            for (int hop = 0;; ++hop) {
+                auto r = ask ? send_asking(*ask, s, keys, args)
+                             : muxes.empty() ? send_pooled(s, keys, args) : send_multiplexed(s, keys, args);
+                ask.reset();
+                if (!detail::reply_is_error(r.get())) return r;
+                const auto text = detail::reply_text(r.get());
+                const bool more = hop < max_hops;
+                if (more && detail::reply_error_is(r.get(), "MOVED")) {
+                    if (auto to = detail::redirect_target(text)) {
+                        router.moved(std::move(*to));
+                        reconnect_all();
+                        continue;
+                    }
+                }
+                if (more && detail::reply_error_is(r.get(), "ASK")) {
+                    if ((ask = detail::redirect_target(text))) continue;
+                }
+                if (more && (detail::reply_error_is(r.get(), "TRYAGAIN") ||
+                             detail::reply_error_is(r.get(), "CLUSTERDOWN"))) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(10 * (hop + 1)));
+                    continue;
+                }
+                if (detail::reply_error_is(r.get(), "READONLY")) {
+                    router.forget();
+                    reconnect_all();
+                    throw redis_io_error(router.last_target() + " no longer takes writes (" + text +
+                                         "): reconnecting to the current master");
+                }
+                throw redis_reply_error("Redis refused the script: " + text);
+            }
+        }
+
+        /// Every connection made before this point is re-made at its next use.
+        void reconnect_all() noexcept {
+            pool.drop_idle();
+            for (auto& m : muxes) m->invalidate();
+        }
+
+        /// EVALSHA through `send` (a connection's or the multiplexer's), loading the script on
+        /// NOSCRIPT (a restarted or failed-over server, SCRIPT FLUSH) and sending it once more.
+        template <class Send>
+        detail::reply_ptr evalsha(Send&& send, script s, std::initializer_list<std::string_view> keys,
+                                  std::initializer_list<std::string_view> args) {
+            const auto src = sources[static_cast<std::size_t>(s)];
+            auto load_here = [&] {
+                const std::array<std::string_view, 3> load{"SCRIPT", "LOAD", src};
+                return remember_sha(s, send(std::span<const std::string_view>(load)));
+            };
+            std::string loaded;
+            std::string_view sha = sha_of(s);
+            if (sha.empty()) sha = loaded = load_here();
+            const auto nkeys = std::to_string(keys.size());
+            std::array<std::string_view, 3 + 2 + 6> argv; // the most any script takes: acquire
+            std::size_t n = 0;
+            argv[n++] = "EVALSHA";
+            argv[n++] = sha;
+            argv[n++] = nkeys;
+            for (auto k : keys) argv[n++] = k;
+            for (auto a : args) argv[n++] = a;
+            const std::span<const std::string_view> cmd(argv.data(), n);
+            auto r = send(cmd);
+            if (detail::reply_error_is(r.get(), "NOSCRIPT")) {
+                loaded = load_here();
+                argv[1] = loaded;
+                r = send(cmd);
+            }
+            return r;
+        }
+
+        /// Pooled: a connection of our own for the call. One that turns out closed (CLIENT KILL,
+        /// the server's idle `timeout`, a restart) is replaced and the call sent once more on a
+        /// new connection: every script is idempotent per call id, so even one that did run is
+        /// safe to repeat. A timeout is never retried: the server may be stuck.
+        detail::reply_ptr send_pooled(script s, std::initializer_list<std::string_view> keys,
+                                      std::initializer_list<std::string_view> args) {
+            auto on = [&](detail::connection_pool::lease& c) {
+                if (!c.reused()) on_new_connection(*c);
+                return evalsha([&](std::span<const std::string_view> cmd) { return c->command(cmd); },
+                               s, keys, args);
+            };
             {
                 auto c = pool.get();
-                if (!c.reused()) return first_eval_on(c, s, keys, args);
+                if (!c.reused()) return on(c);
                 try {
-                    return eval_on(c, s, keys, args);
+                    return on(c);
                 } catch (const redis_timeout_error&) {
                     throw;
                 } catch (const redis_io_error&) {
@@ -270,78 +356,28 @@ private:
             }
             pool.drop_idle(); // its siblings were likely closed too
             auto fresh = pool.get();
-            return first_eval_on(fresh, s, keys, args);
+            return on(fresh);
         }
 
-        /// The same EVALSHA (and NOSCRIPT reload) over a shared socket; the multiplexer does
-        /// the reconnect-and-retry-once for a closed connection.
-        detail::reply_ptr eval_multiplexed(script s, std::initializer_list<std::string_view> keys,
+        /// Multiplexed: the call joins the next round on a shared socket; the multiplexer does
+        /// the reconnect-and-send-once-more for a closed connection.
+        detail::reply_ptr send_multiplexed(script s, std::initializer_list<std::string_view> keys,
                                            std::initializer_list<std::string_view> args) {
             auto& m = *muxes[muxes.size() == 1 ? 0 : detail::thread_slot() % muxes.size()];
-            auto load_here = [&] {
-                return remember_sha(s, m.call({"SCRIPT", "LOAD", sources[static_cast<std::size_t>(s)]}));
-            };
-            std::string loaded;
-            std::string_view sha = sha_of(s);
-            if (sha.empty()) sha = loaded = load_here();
-            const auto nkeys = std::to_string(keys.size());
-            std::array<std::string_view, 3 + 2 + 6> argv; // EVALSHA sha n, <= 2 keys, <= 6 args
-            std::size_t n = 0;
-            argv[n++] = "EVALSHA";
-            argv[n++] = sha;
-            argv[n++] = nkeys;
-            for (auto k : keys) argv[n++] = k;
-            for (auto a : args) argv[n++] = a;
-            // argv holds the most any script takes: acquire, with 2 keys and 6 arguments.
-            const std::span<const std::string_view> cmd(argv.data(), n);
-            auto r = m.call(cmd);
-            if (detail::reply_error_is(r.get(), "NOSCRIPT")) {
-                loaded = load_here();
-                argv[1] = loaded;
-                r = m.call(cmd);
-            }
-            if (detail::reply_is_error(r.get()))
-                throw redis_reply_error("Redis refused the script: " + detail::reply_text(r.get()));
-            return r;
+            return evalsha([&](std::span<const std::string_view> cmd) { return m.call(cmd); }, s, keys, args);
         }
 
-        detail::reply_ptr first_eval_on(detail::connection_pool::lease& c, script s,
-                                        std::initializer_list<std::string_view> keys,
-                                        std::initializer_list<std::string_view> args) {
-            on_new_connection(*c);
-            return eval_on(c, s, keys, args);
-        }
-
-        detail::reply_ptr eval_on(detail::connection_pool::lease& c, script s,
-                                  std::initializer_list<std::string_view> keys,
-                                  std::initializer_list<std::string_view> args) {
-            std::string loaded;
-            std::string_view sha = sha_of(s);
-            if (sha.empty()) sha = loaded = load(*c, s);
-            const auto nkeys = std::to_string(keys.size());
-            std::vector<const char*> argv;
-            std::vector<std::size_t> lens;
-            argv.reserve(3 + keys.size() + args.size());
-            lens.reserve(argv.capacity());
-            auto push = [&](std::string_view a) {
-                argv.push_back(a.data());
-                lens.push_back(a.size());
-            };
-            push("EVALSHA");
-            push(sha);
-            push(nkeys);
-            for (auto k : keys) push(k);
-            for (auto a : args) push(a);
-            auto r = c->command_argv(static_cast<int>(argv.size()), argv.data(), lens.data());
-            if (detail::reply_error_is(r.get(), "NOSCRIPT")) {
-                loaded = load(*c, s);
-                argv[1] = loaded.data();
-                lens[1] = loaded.size();
-                r = c->command_argv(static_cast<int>(argv.size()), argv.data(), lens.data());
-            }
-            if (detail::reply_is_error(r.get()))
-                throw redis_reply_error("Redis refused the script: " + detail::reply_text(r.get()));
-            return r;
+        /// A cluster's ASK: this one call goes to `at`, each EVALSHA preceded by ASKING.
+        detail::reply_ptr send_asking(const redis_endpoint& at, script s,
+                                      std::initializer_list<std::string_view> keys,
+                                      std::initializer_list<std::string_view> args) {
+            auto c = router.open_at(at);
+            return evalsha(
+                [&](std::span<const std::string_view> cmd) {
+                    if (cmd.front() == "EVALSHA") c->command({"ASKING"});
+                    return c->command(cmd);
+                },
+                s, keys, args);
         }
 
         /// Runs once on each new connection, before its first script. The dataset carries a

@@ -80,14 +80,18 @@ inline void append_resp(std::string& out, std::initializer_list<std::string_view
 
 class redis_connection {
 public:
-    /// Connects, sets the command timeout, authenticates and selects the db. Throws
-    /// redis_io_error / redis_timeout_error / redis_reply_error (for AUTH or SELECT).
-    explicit redis_connection(const redis_options& o) {
+    /// Connects (to `at`, else to the options' server), sets the command timeout,
+    /// authenticates and selects the db. Throws redis_io_error / redis_timeout_error /
+    /// redis_reply_error (for AUTH or SELECT).
+    explicit redis_connection(const redis_options& o, const redis_endpoint* at = nullptr) {
         const auto ctv = to_timeval(o.connect_timeout);
-        ctx_ = o.unix_socket.empty() ? redisConnectWithTimeout(o.host.c_str(), o.port, ctv)
-                                     : redisConnectUnixWithTimeout(o.unix_socket.c_str(), ctv);
+        const bool unix_path = !at && !o.unix_socket.empty();
+        const std::string& host = at ? at->host : o.host;
+        const int port = at ? at->port : o.port;
+        ctx_ = unix_path ? redisConnectUnixWithTimeout(o.unix_socket.c_str(), ctv)
+                         : redisConnectWithTimeout(host.c_str(), port, ctv);
         if (!ctx_ || ctx_->err) {
-            std::string where = o.unix_socket.empty() ? o.host + ":" + std::to_string(o.port) : o.unix_socket;
+            std::string where = unix_path ? o.unix_socket : host + ":" + std::to_string(port);
             auto* c = ctx_;
             ctx_ = nullptr;
             try {
@@ -135,6 +139,10 @@ public:
     /// Sends one command and reads its reply. An error reply is returned, not thrown; an I/O
     /// failure throws and marks the connection broken (its state is unknown after it).
     reply_ptr command(std::initializer_list<std::string_view> args) {
+        return command(std::span<const std::string_view>(args.begin(), args.size()));
+    }
+
+    reply_ptr command(std::span<const std::string_view> args) {
         std::vector<const char*> argv;
         std::vector<std::size_t> lens;
         argv.reserve(args.size());

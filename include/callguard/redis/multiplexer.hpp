@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace callguard::detail {
@@ -36,11 +37,10 @@ inline std::size_t thread_slot() noexcept {
 
 class multiplexed_connection {
 public:
-    /// `on_connect` runs on every new connection before anything else is sent on it; what it
-    /// throws fails the round that connected.
-    multiplexed_connection(redis_options o,
-                           std::function<void(redis_connection&)> on_connect)
-        : options_(std::move(o)), on_connect_(std::move(on_connect)) {}
+    /// `open` makes a new connection, ready for commands (connected, authenticated, checked);
+    /// what it throws fails the round that needed it.
+    using opener = std::function<std::unique_ptr<redis_connection>()>;
+    explicit multiplexed_connection(opener open) : open_conn_(std::move(open)) {}
 
     multiplexed_connection(const multiplexed_connection&) = delete;
     multiplexed_connection& operator=(const multiplexed_connection&) = delete;
@@ -62,9 +62,12 @@ public:
                 continue;
             }
             busy_ = true; // lead one round: everything queued so far, ours included
-            std::vector<request*> round;
-            round.swap(queue_);
+            auto& round = round_;
+            round.clear();
+            round.swap(queue_); // both keep their capacity: no allocation per round
+            const bool reconnect = std::exchange(stale_, false);
             lk.unlock();
+            if (reconnect) close();
             const failure broke = run_round(round);
             lk.lock();
             // Wake exactly who needs it: the callers of this round, and the first caller queued
@@ -93,13 +96,10 @@ public:
         return open_;
     }
 
-    /// Closes the connection (next round reconnects); the caller must not be inside a round.
-    void drop() {
+    /// The next round starts on a new connection (the server moved, or stopped being a master).
+    void invalidate() {
         std::lock_guard lk(mu_);
-        if (!busy_) {
-            conn_.reset();
-            open_ = false;
-        }
+        stale_ = true;
     }
 
 private:
@@ -160,22 +160,20 @@ private:
             try {
                 if (!conn_) connect();
                 rounds_.fetch_add(1, std::memory_order_relaxed);
-                std::string batch;
                 if (round.size() == 1) {
                     conn_->append_encoded(round.front()->encoded);
-                } else {
-                    std::size_t total = 0;
-                    for (auto* r : round) total += r->encoded.size();
-                    batch.reserve(total);
-                    for (auto* r : round) batch += r->encoded;
-                    conn_->append_encoded(batch);
+                    round.front()->reply = conn_->read_reply();
+                    return {};
                 }
+                batch_.clear();
+                for (auto* r : round) batch_ += r->encoded;
+                conn_->append_encoded(batch_);
                 // All or nothing: replies are kept until the whole round is read, so a retry
                 // after a break cannot hand out a reply twice or to the wrong caller.
-                std::vector<reply_ptr> replies;
-                replies.reserve(round.size());
-                for (std::size_t i = 0; i < round.size(); ++i) replies.push_back(conn_->read_reply());
-                for (std::size_t i = 0; i < round.size(); ++i) round[i]->reply = std::move(replies[i]);
+                replies_.clear();
+                for (std::size_t i = 0; i < round.size(); ++i) replies_.push_back(conn_->read_reply());
+                for (std::size_t i = 0; i < round.size(); ++i) round[i]->reply = std::move(replies_[i]);
+                replies_.clear();
                 return {};
             } catch (const redis_timeout_error&) {
                 return fail_round(round, failure::current());
@@ -213,9 +211,7 @@ private:
     }
 
     void connect() {
-        auto c = std::make_unique<redis_connection>(options_);
-        if (on_connect_) on_connect_(*c);
-        conn_ = std::move(c);
+        conn_ = open_conn_();
         std::lock_guard lk(mu_);
         open_ = true;
     }
@@ -226,12 +222,16 @@ private:
         open_ = false;
     }
 
-    const redis_options options_;
-    std::function<void(redis_connection&)> on_connect_;
+    opener open_conn_;
     mutable std::mutex mu_;
     std::vector<request*> queue_; // waiting for the next round
     bool busy_ = false;           // a leader is in a round
     bool open_ = false;           // conn_ is set (readable without being the leader)
+    bool stale_ = false;          // the next round reconnects first
+    // The leader's, reused from round to round.
+    std::vector<request*> round_;
+    std::string batch_;
+    std::vector<reply_ptr> replies_;
     std::unique_ptr<redis_connection> conn_; // touched only by the leader
     std::atomic<std::uint64_t> rounds_{0};
 };

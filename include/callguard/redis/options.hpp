@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace callguard {
 
@@ -28,7 +29,26 @@ enum class redis_connection_mode {
     pooled,
 };
 
+/// What kind of deployment the URL names.
+enum class redis_topology {
+    standalone, ///< one server (`redis://`, `unix://`)
+    sentinel,   ///< a master found through Sentinel (`redis+sentinel://`), followed across failovers
+    cluster,    ///< Redis Cluster (`redis+cluster://`): the node owning the limiter's hash slot
+};
+
+/// A `host:port` of a sentinel or a cluster node.
+struct redis_endpoint {
+    std::string host;
+    int port = 0;
+    friend bool operator==(const redis_endpoint&, const redis_endpoint&) = default;
+};
+
 struct redis_options {
+    redis_topology topology = redis_topology::standalone;
+    /// Sentinel: the sentinels; cluster: nodes to start from (any of them will do).
+    std::vector<redis_endpoint> seeds;
+    std::string sentinel_master;   ///< sentinel: the monitored master's name
+    std::string sentinel_password; ///< sentinel: AUTH for the sentinels themselves; empty: none
     std::string host = "127.0.0.1";
     int port = 6379;
     std::string unix_socket; ///< when set, used instead of host/port
@@ -51,8 +71,13 @@ struct redis_options {
     /// queued release). Default: one line on stderr.
     std::function<void(std::string_view)> on_warning;
 
-    /// `redis://[user:pass@]host[:port][/db]` or `unix:///path.sock[?db=N]`, percent-decoded.
-    /// Throws `config_error` (variable REDIS_URL, password masked) naming the part that is wrong.
+    /// Percent-decoded URLs, one per topology:
+    ///   `redis://[user:pass@]host[:port][/db]`, `unix:///path.sock[?db=N]`
+    ///   `redis+sentinel://[user:pass@]host:port[,host:port...]/master_name[/db][?sentinel_password=P]`
+    ///   `redis+cluster://[user:pass@]host:port[,host:port...]`
+    /// (user:pass authenticate to the data nodes; sentinels default to port 26379, cluster nodes
+    /// and servers to 6379). Throws `config_error` (variable REDIS_URL, passwords masked) naming
+    /// the part that is wrong.
     static redis_options from_url(std::string_view url);
 
     /// REDIS_URL (required), CALLS_REDIS_KEY_PREFIX, CALLS_REDIS_TIMEOUT_MS (connect and command),
@@ -92,25 +117,40 @@ inline std::optional<std::string> percent_decode(std::string_view s) {
 }
 
 /// The URL with any password replaced by `***`, for error messages and logs.
+inline std::string mask_query_secret(std::string s) {
+    static constexpr std::string_view key = "sentinel_password=";
+    for (auto pos = s.find(key); pos != std::string::npos; pos = s.find(key, pos + 1)) {
+        const auto start = pos + key.size();
+        const auto end = std::min(s.find('&', start), s.size());
+        s.replace(start, end - start, "***");
+    }
+    return s;
+}
+
+/// The URL with every password (userinfo, `sentinel_password=`) replaced by `***`, made
+/// printable, for error messages and logs.
 inline std::string mask_url_password(std::string_view url) {
+    std::string out;
     auto scheme_end = url.find("://");
-    if (scheme_end == std::string_view::npos) return printable(url);
     // The same split as the parser: userinfo ends at the LAST '@' before the path or query.
-    auto authority_start = scheme_end + 3;
+    auto authority_start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
     auto authority_end = url.find_first_of("/?#", authority_start);
     if (authority_end == std::string_view::npos) authority_end = url.size();
     auto at = url.substr(0, authority_end).rfind('@');
-    if (at == std::string_view::npos || at < authority_start) return printable(url);
-    auto colon = url.find(':', authority_start);
-    std::string out(url.substr(0, authority_start));
-    if (colon != std::string_view::npos && colon < at) {
-        out += url.substr(authority_start, colon - authority_start);
-        out += ":***";
+    if (scheme_end == std::string_view::npos || at == std::string_view::npos || at < authority_start) {
+        out = std::string(url);
     } else {
-        out += "***";
+        auto colon = url.find(':', authority_start);
+        out = std::string(url.substr(0, authority_start));
+        if (colon != std::string_view::npos && colon < at) {
+            out += url.substr(authority_start, colon - authority_start);
+            out += ":***";
+        } else {
+            out += "***";
+        }
+        out += url.substr(at);
     }
-    out += url.substr(at);
-    return printable(out, 200);
+    return printable(mask_query_secret(std::move(out)), 200);
 }
 
 inline bool valid_key_prefix(std::string_view p) noexcept {
@@ -159,8 +199,11 @@ inline redis_options redis_options::from_url(std::string_view url) {
     if (detail::iequals(scheme, "unix")) {
         if (rest.empty() || rest.front() != '/') fail("unix socket path must be absolute (unix:///path.sock)");
         o.unix_socket = decode(rest, "socket path");
-    } else if (detail::iequals(scheme, "redis")) {
-        // authority [/db]
+    } else if (detail::iequals(scheme, "redis") || detail::iequals(scheme, "redis+sentinel") ||
+               detail::iequals(scheme, "redis+cluster")) {
+        if (detail::iequals(scheme, "redis+sentinel")) o.topology = redis_topology::sentinel;
+        if (detail::iequals(scheme, "redis+cluster")) o.topology = redis_topology::cluster;
+        // authority [/path]
         std::string_view authority = rest, path;
         if (auto slash = rest.find('/'); slash != std::string_view::npos) {
             authority = rest.substr(0, slash);
@@ -175,40 +218,75 @@ inline redis_options redis_options::from_url(std::string_view url) {
             o.user = decode(userinfo.substr(0, colon), "user");
             o.password = decode(userinfo.substr(colon + 1), "password");
         }
-        std::string_view host = authority, port;
-        if (!authority.empty() && authority.front() == '[') { // [IPv6]:port
-            auto close = authority.find(']');
-            if (close == std::string_view::npos) fail("unterminated '[' in the host");
-            host = authority.substr(1, close - 1);
-            auto after = authority.substr(close + 1);
-            if (!after.empty()) {
-                if (after.front() != ':') fail("unexpected text after ']' in the host");
-                port = after.substr(1);
+        const int default_port = o.topology == redis_topology::sentinel ? 26379 : 6379;
+        auto endpoint_of = [&](std::string_view text) {
+            std::string_view host = text, port;
+            if (!text.empty() && text.front() == '[') { // [IPv6]:port
+                auto close = text.find(']');
+                if (close == std::string_view::npos) fail("unterminated '[' in the host");
+                host = text.substr(1, close - 1);
+                auto after = text.substr(close + 1);
+                if (!after.empty()) {
+                    if (after.front() != ':') fail("unexpected text after ']' in the host");
+                    port = after.substr(1);
+                    if (port.empty()) fail("port is empty");
+                }
+            } else if (auto colon = text.rfind(':'); colon != std::string_view::npos) {
+                host = text.substr(0, colon);
+                port = text.substr(colon + 1);
                 if (port.empty()) fail("port is empty");
             }
-        } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-            host = authority.substr(0, colon);
-            port = authority.substr(colon + 1);
-            if (port.empty()) fail("port is empty");
+            if (host.empty()) fail("host is empty");
+            for (char c : host) {
+                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                          c == '.' || c == '-' || c == '_' || c == ':';
+                if (!ok) fail("host contains '" + detail::printable(std::string_view(&c, 1)) + "'");
+            }
+            redis_endpoint e{std::string(host), default_port};
+            if (!port.empty()) {
+                auto p = detail::parse_int(port);
+                if (!p || *p < 1 || *p > 65535) fail("port must be 1-65535, got '" + detail::printable(port) + "'");
+                e.port = static_cast<int>(*p);
+            }
+            return e;
+        };
+        if (o.topology == redis_topology::standalone) {
+            auto e = endpoint_of(authority);
+            o.host = e.host;
+            o.port = e.port;
+            if (!path.empty()) o.db = parse_db(path);
+        } else {
+            for (std::string_view list = authority; ;) {
+                auto comma = list.find(',');
+                o.seeds.push_back(endpoint_of(list.substr(0, comma)));
+                if (comma == std::string_view::npos) break;
+                list.remove_prefix(comma + 1);
+            }
+            if (o.seeds.size() > 64) fail("more than 64 hosts");
+            o.host = o.seeds.front().host;
+            o.port = o.seeds.front().port;
+            if (o.topology == redis_topology::sentinel) {
+                auto slash = path.find('/');
+                auto name = path.substr(0, slash);
+                if (name.empty())
+                    fail("the master name is missing (redis+sentinel://host:26379/master_name)");
+                o.sentinel_master = decode(name, "master name");
+                for (char c : o.sentinel_master) {
+                    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                              c == '.' || c == '-' || c == '_';
+                    if (!ok) fail("the master name may only contain [A-Za-z0-9_.-]");
+                }
+                if (slash != std::string_view::npos) o.db = parse_db(path.substr(slash + 1));
+            } else if (!path.empty()) {
+                fail("Redis Cluster has no databases: redis+cluster://host:port[,host:port...]");
+            }
         }
-        if (host.empty()) fail("host is empty");
-        for (char c : host) {
-            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '.' || c == '-' || c == '_' || c == ':';
-            if (!ok) fail("host contains '" + detail::printable(std::string_view(&c, 1)) + "'");
-        }
-        o.host = std::string(host);
-        if (!port.empty()) {
-            auto p = detail::parse_int(port);
-            if (!p || *p < 1 || *p > 65535) fail("port must be 1-65535, got '" + detail::printable(port) + "'");
-            o.port = static_cast<int>(*p);
-        }
-        if (!path.empty()) o.db = parse_db(path);
     } else {
-        fail("unknown scheme '" + detail::printable(scheme) + "' (expected redis:// or unix://)");
+        fail("unknown scheme '" + detail::printable(scheme) +
+             "' (expected redis://, unix://, redis+sentinel:// or redis+cluster://)");
     }
 
-    // Parameters: only db, and only where the path cannot carry it.
+    // Parameters: db where the path cannot carry it; the sentinels' own password.
     while (!query.empty()) {
         auto amp = query.find('&');
         auto item = query.substr(0, amp);
@@ -219,6 +297,8 @@ inline redis_options redis_options::from_url(std::string_view url) {
         auto value = eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
         if (name == "db" && !o.unix_socket.empty())
             o.db = parse_db(value);
+        else if (name == "sentinel_password" && o.topology == redis_topology::sentinel)
+            o.sentinel_password = decode(value, "sentinel password");
         else
             fail("unknown URL parameter '" + detail::printable(name) + "'");
     }
@@ -233,7 +313,19 @@ inline void redis_options::validate() const {
         fail("CALLS_REDIS_KEY_PREFIX", detail::printable(key_prefix),
              "expected 1-64 characters from [A-Za-z0-9_.:-]");
     if (unix_socket.empty() && (host.empty() || port < 1 || port > 65535))
-        fail("REDIS_URL", host + ":" + std::to_string(port), "host is empty or port out of range");
+        fail("REDIS_URL", detail::printable(host) + ":" + std::to_string(port),
+             "host is empty or port out of range");
+    if (topology != redis_topology::standalone) {
+        if (seeds.empty()) fail("REDIS_URL", "", "sentinel and cluster URLs need at least one host");
+        for (const auto& e : seeds)
+            if (e.host.empty() || e.port < 1 || e.port > 65535)
+                fail("REDIS_URL", detail::printable(e.host) + ":" + std::to_string(e.port),
+                     "host is empty or port out of range");
+    }
+    if (topology == redis_topology::sentinel && sentinel_master.empty())
+        fail("REDIS_URL", "", "the sentinel master name is empty");
+    if (topology == redis_topology::cluster && db != 0)
+        fail("REDIS_URL", std::to_string(db), "Redis Cluster has only db 0");
     if (db < 0) fail("REDIS_URL", std::to_string(db), "db must be non-negative");
     if (connect_timeout.count() < 1 || command_timeout.count() < 1)
         fail("CALLS_REDIS_TIMEOUT_MS", std::to_string(command_timeout.count()), "timeouts must be positive");

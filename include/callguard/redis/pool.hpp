@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -17,7 +18,12 @@ namespace callguard::detail {
 
 class connection_pool {
 public:
+    using opener = std::function<std::unique_ptr<redis_connection>()>;
+
     explicit connection_pool(redis_options o) : options_(std::move(o)) { idle_.reserve(options_.pool_size); }
+
+    /// How new connections are made (default: to the options' server). Set before first use.
+    void set_opener(opener open) { open_ = std::move(open); }
 
     /// A connection on loan; goes back to the pool (or is destroyed if broken) when it dies.
     class lease {
@@ -56,7 +62,7 @@ public:
         ++total_; // reserve the place, connect without the lock
         lk.unlock();
         try {
-            return lease(this, std::make_unique<redis_connection>(options_), false);
+            return lease(this, open_ ? open_() : std::make_unique<redis_connection>(options_), false);
         } catch (...) {
             lk.lock();
             --total_;
@@ -98,6 +104,7 @@ private:
     }
 
     redis_options options_;
+    opener open_;
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::vector<std::unique_ptr<redis_connection>> idle_;
