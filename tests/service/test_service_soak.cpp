@@ -83,11 +83,20 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
     std::atomic<bool> fault_active{false};
     std::map<std::string, long> faults;
     std::mutex faults_mu;
+    std::vector<std::string> first_errors; // the first few, for the report
+    const auto started = clock_type::now();
+    auto note_error = [&](const std::string& what) {
+        ++http_errors;
+        std::lock_guard lk(faults_mu);
+        if (first_errors.size() < 5)
+            first_errors.push_back(std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                      clock_type::now() - started).count()) + " ms: " + what);
+    };
 
     // Callers: a steady ~60 lifecycles/s over both instances, more callers than the cap (so
     // some are turned away); half end with a clean close, half with a dropped socket, and every
     // one gets its status callback.
-    std::vector<std::thread> callers;
+    std::vector<std::jthread> callers;
     for (int w = 0; w < 10; ++w)
         callers.emplace_back([&, w] {
             std::mt19937 rng(1234 + w);
@@ -96,7 +105,7 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
                 const std::string sid = "CAsoak" + std::to_string(w) + "x" + std::to_string(i);
                 try {
                     auto r = s.incoming_call(sid);
-                    if (r.status != 200) ++http_errors;
+                    if (r.status != 200) note_error("webhook status " + std::to_string(r.status));
                     if (r.body.find("<Connect>") != std::string::npos) {
                         ++admitted;
                         try {
@@ -118,9 +127,10 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
                     } else {
                         ++rejected;
                     }
-                    if (s.call_status(sid, "completed").status != 204) ++http_errors;
-                } catch (const std::exception&) {
-                    ++http_errors;
+                    if (auto st = s.call_status(sid, "completed").status; st != 204)
+                        note_error("status callback " + std::to_string(st));
+                } catch (const std::exception& e) {
+                    note_error(e.what());
                 }
                 ++lifecycles;
                 std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 100));
@@ -128,7 +138,7 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
         });
 
     // Faults, one at a time, every 2-4 s; each kind once per four, in a random order.
-    std::thread faulter([&] {
+    std::jthread faulter([&] {
         std::mt19937 rng(99);
         std::array<int, 4> order{0, 1, 2, 3};
         auto nap = [&](std::chrono::milliseconds d) {
@@ -160,7 +170,7 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
     });
 
     // The cap, watched in Redis itself, while no fault is under way.
-    std::thread watcher([&] {
+    std::jthread watcher([&] {
         while (!stop.load()) {
             if (!fault_active.load()) {
                 auto live = live_slots(redis);
@@ -171,6 +181,13 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
             std::this_thread::sleep_for(50ms);
         }
     });
+
+    // Should a check below throw, the threads are told to end before they are joined.
+    struct on_exit {
+        std::atomic<bool>& stop;
+        std::atomic<bool>& finished;
+        ~on_exit() { stop = finished = true; }
+    } stop_threads{stop, finished};
 
     // Memory and descriptors: first sample after a warm-up, then every second.
     std::this_thread::sleep_for(3s);
@@ -187,7 +204,11 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
     // Every slot comes back: released, replayed, or (at worst) expired after the 6 s TTL.
     bool drained = false;
     for (int i = 0; i < 200 && !drained; ++i) {
-        drained = live_slots(redis) == 0 && a.active() == 0 && b.active() == 0;
+        try {
+            drained = live_slots(redis) == 0 && a.active() == 0 && b.active() == 0;
+        } catch (const std::exception& e) {
+            note_error(std::string("health: ") + e.what());
+        }
         if (!drained) std::this_thread::sleep_for(50ms);
     }
     std::this_thread::sleep_for(1500ms); // sockets closing, call-log writer settling
@@ -202,12 +223,12 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
         std::lock_guard lk(faults_mu);
         for (auto& [name, n] : faults) std::printf("  fault %-22s x%ld\n", name.c_str(), n);
     }
+    for (auto& e : first_errors) std::printf("  error at %s\n", e.c_str());
     std::printf("  live slots in Redis: peak %ld (cap %ld), samples over the cap %ld\n", peak_live.load(), cap,
                 over_cap.load());
     std::printf("  instance a: RSS %ld -> %ld kB, fds %ld -> %ld\n", first.rss_a, last.rss_a, first.fds_a, last.fds_a);
     std::printf("  instance b: RSS %ld -> %ld kB, fds %ld -> %ld\n", first.rss_b, last.rss_b, first.fds_b, last.fds_b);
-    std::printf("  drained to zero: %s (Redis %lld, instance a %ld, b %ld)\n", drained ? "yes" : "no",
-                live_slots(redis), a.active(), b.active());
+    std::printf("  drained to zero: %s (Redis %lld)\n", drained ? "yes" : "no", live_slots(redis));
     std::fflush(stdout);
 
     finished = true;

@@ -72,7 +72,12 @@ inline std::string find_program(std::string_view program) {
 class redis_server {
 public:
     /// Starts the server; `extra` are more command-line arguments (e.g. {"--requirepass", "s3"}).
-    explicit redis_server(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
+    explicit redis_server(std::vector<std::string> extra = {}) : redis_server(std::move(extra), {}, {}) {}
+
+    /// `leading` go first (a config file, "--sentinel"); `password` is sent by `command`.
+    redis_server(std::vector<std::string> extra, std::vector<std::string> leading, std::string password,
+                 std::uint16_t port = 0)
+        : extra_(std::move(extra)), leading_(std::move(leading)), password_(std::move(password)) {
         binary_ = find_program("redis-server");
         if (binary_.empty())
             throw std::runtime_error(
@@ -80,7 +85,7 @@ public:
         char tmpl[] = "/tmp/callguard-redis-XXXXXX";
         if (!::mkdtemp(tmpl)) throw std::runtime_error("redis_server: mkdtemp failed");
         dir_ = tmpl;
-        port_ = free_port();
+        port_ = port ? port : free_port();
         start();
     }
 
@@ -95,6 +100,8 @@ public:
 
     std::uint16_t port() const noexcept { return port_; }
     pid_t pid() const noexcept { return pid_; }
+    const std::string& dir() const noexcept { return dir_; }
+    bool alive() const noexcept { return pid_ > 0; }
     std::string url(int db = 0) const {
         return "redis://127.0.0.1:" + std::to_string(port_) + (db ? "/" + std::to_string(db) : "");
     }
@@ -127,6 +134,9 @@ public:
             throw std::runtime_error("redis_server::command: cannot connect: " + msg);
         }
         redisSetTimeout(c, tv);
+        if (!password_.empty()) {
+            if (auto* a = static_cast<redisReply*>(redisCommand(c, "AUTH %s", password_.c_str()))) freeReplyObject(a);
+        }
         std::vector<const char*> argv;
         std::vector<std::size_t> lens;
         for (auto a : args) {
@@ -169,10 +179,13 @@ private:
     }
 
     void start() {
-        std::vector<std::string> args{binary_, "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", dir_,
-                                      "--daemonize", "no", "--protected-mode", "no",
-                                      "--logfile", dir_ + "/redis.log"};
+        std::vector<std::string> args{binary_};
+        args.insert(args.end(), leading_.begin(), leading_.end());
+        const std::vector<std::string> common{"--port", std::to_string(port_), "--bind", "127.0.0.1",
+                                              "--save", "", "--appendonly", "no", "--dir", dir_,
+                                              "--daemonize", "no", "--protected-mode", "no",
+                                              "--logfile", dir_ + "/redis.log"};
+        args.insert(args.end(), common.begin(), common.end());
         args.insert(args.end(), extra_.begin(), extra_.end());
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
@@ -219,7 +232,8 @@ private:
         pid_ = -1;
     }
 
-    std::vector<std::string> extra_;
+    std::vector<std::string> extra_, leading_;
+    std::string password_;
     std::string binary_, dir_;
     std::uint16_t port_ = 0;
     pid_t pid_ = -1;

@@ -1,0 +1,5 @@
+#include "../contract/limiter_contract.hpp"
+#include "cluster_fixture.hpp"
+
+// The whole contract over a real three-master Redis Cluster.
+CALLGUARD_LIMITER_CONTRACT(test::redis_cluster_fixture);
