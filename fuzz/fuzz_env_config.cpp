@@ -16,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         "CALLS_SLOT_TTL_SECONDS", "CALLS_FAIL_MODE", "CALLS_TENANT_LIMITS", "CALLS_LOCAL_MAX_ACTIVE_CALLS",
         "CALLS_REJECT_MESSAGE", "CALLS_WHATSAPP_MESSAGE", "CALLS_VOICEMAIL_PROMPT", "CALLS_QUEUE_MESSAGE",
         "CALLS_TTS_LANGUAGE", "CALLS_TTS_VOICE", "CALLS_REJECT_BUSY_SIGNAL", "CALLS_VOICEMAIL_MAX_SECONDS",
-        "CALLS_QUEUE_NAME", "CALLS_QUEUE_WAIT_URL", "REDIS_URL", "CALLS_REDIS_KEY_PREFIX", "CALLS_REDIS_TIMEOUT_MS"};
+        "CALLS_QUEUE_NAME", "CALLS_QUEUE_WAIT_URL", "REDIS_URL", "CALLS_REDIS_KEY_PREFIX", "CALLS_REDIS_TIMEOUT_MS",
+        "CALLS_REDIS_CONNECTION_MODE"};
     std::map<std::string, std::string> env;
     std::string text(reinterpret_cast<const char*>(data), size);
     for (std::size_t pos = 0; pos <= text.size();) {

@@ -1,5 +1,5 @@
 // REDIS_URL: a valid result has every field in range; anything else is a config_error naming
-// REDIS_URL whose message never shows the password.
+// REDIS_URL whose message never shows a password.
 #include <callguard/backends/redis.hpp>
 
 #include <cstdint>
@@ -18,6 +18,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (b.open_connections() != 0) std::abort();
     } catch (const callguard::config_error& e) {
         if (e.variable() != "REDIS_URL") std::abort();
+        // Nor is the sentinels' password: in the URL shown (REDIS_URL="...", quotes inside it
+        // escaped), "sentinel_password=" is always followed by "***".
+        std::string_view shown = e.what();
+        shown = shown.substr(0, shown.find("\": "));
+        for (auto pos = shown.find("sentinel_password="); pos != std::string_view::npos;
+             pos = shown.find("sentinel_password=", pos + 1))
+            for (char c : shown.substr(pos + 18, 3)) // "***", or cut short by the "..." of a long URL
+                if (c != '*' && c != '.') std::abort();
         // The password is never shown. It is what the parser takes as one: in the authority
         // (up to the first '/', '?' or '#'), after the first ':' of the text before the last '@'.
         auto scheme = url.find("://");

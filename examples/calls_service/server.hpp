@@ -94,9 +94,7 @@ private:
         http_session(std::shared_ptr<server> srv, tcp::socket s) : srv_(std::move(srv)), stream_(std::move(s)) {
             ++srv_->connections_;
         }
-        ~http_session() {
-            if (counted_) --srv_->connections_;
-        }
+        ~http_session() { --srv_->connections_; }
 
         void run() { read(); }
 
@@ -143,9 +141,8 @@ private:
                 if (!srv_->hooks_.handshake_signature_ok(view_of(req)))
                     return fail(http::status::forbidden, "invalid Twilio signature\n");
                 stream_.expires_never();
-                auto socket = std::make_shared<media_socket>(srv_, std::move(stream_));
-                counted_ = false; // the media socket counts itself from here on
-                return socket->run(std::move(req));
+                // The media socket counts itself; this session's count goes when it dies, now.
+                return std::make_shared<media_socket>(srv_, std::move(stream_))->run(std::move(req));
             }
             reply r;
             try {
@@ -217,7 +214,6 @@ private:
         std::optional<http::request_parser<http::string_body>> parser_;
         std::array<char, 16384> drain_buf_{};
         std::size_t drain_budget_ = 0;
-        bool counted_ = true;
     };
 
     /// One Media Streams WebSocket. Its media_session holds the call's slot_guard, so the slot

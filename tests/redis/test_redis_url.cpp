@@ -134,3 +134,46 @@ TEST_CASE("constructing a backend validates but never connects") {
     CHECK_THROWS_AS(callguard::redis_backend("redis://h:1", "{bad}"), callguard::config_error);
     CHECK_THROWS_AS(callguard::redis_backend("nope://h"), callguard::config_error);
 }
+
+TEST_CASE("redis URLs: Sentinel and Cluster forms") {
+    auto s = redis_options::from_url(
+        "redis+sentinel://app:data%40pw@10.0.0.1:26379,10.0.0.2,[::1]:26380/calls-master/2?sentinel_password=s%26p");
+    CHECK(s.topology == callguard::redis_topology::sentinel);
+    REQUIRE(s.seeds.size() == 3);
+    CHECK(s.seeds[0] == callguard::redis_endpoint{"10.0.0.1", 26379});
+    CHECK(s.seeds[1] == callguard::redis_endpoint{"10.0.0.2", 26379}); // the sentinel port by default
+    CHECK(s.seeds[2] == callguard::redis_endpoint{"::1", 26380});
+    CHECK(s.sentinel_master == "calls-master");
+    CHECK(s.db == 2);
+    CHECK(s.user == "app");
+    CHECK(s.password == "data@pw");
+    CHECK(s.sentinel_password == "s&p");
+    CHECK_NOTHROW(s.validate());
+
+    auto c = redis_options::from_url("redis+cluster://:pw@node1:7000,node2:7001,node3");
+    CHECK(c.topology == callguard::redis_topology::cluster);
+    REQUIRE(c.seeds.size() == 3);
+    CHECK(c.seeds[2] == callguard::redis_endpoint{"node3", 6379});
+    CHECK(c.password == "pw");
+    CHECK_NOTHROW(c.validate());
+    CHECK(redis_options::from_url("redis://h").topology == callguard::redis_topology::standalone);
+}
+
+TEST_CASE("redis URLs: Sentinel and Cluster mistakes are named, their passwords never shown") {
+    CHECK(error_for("redis+sentinel://h:26379").find("master name is missing") != std::string::npos);
+    CHECK(error_for("redis+sentinel://h:26379/").find("master name is missing") != std::string::npos);
+    CHECK(error_for("redis+sentinel://h:26379/bad name").find("master name may only contain") != std::string::npos);
+    CHECK(error_for("redis+sentinel://h:26379/m/x").find("db must be") != std::string::npos);
+    CHECK(error_for("redis+sentinel://h:26379,/m").find("host is empty") != std::string::npos);
+    CHECK(error_for("redis+sentinel://h:0/m").find("port must be") != std::string::npos);
+    CHECK(error_for("redis+cluster://a:7000,b:7001/0").find("no databases") != std::string::npos);
+    CHECK(error_for("redis://h?sentinel_password=x").find("unknown URL parameter") != std::string::npos);
+    CHECK(error_for("redis+cluster://h?sentinel_password=x").find("unknown URL parameter") != std::string::npos);
+    CHECK(error_for("redis+other://h").find("unknown scheme") != std::string::npos);
+    // Neither password appears in the message; the rest does.
+    const auto e = error_for("redis+sentinel://:data-secret@h:26379/m/zz?sentinel_password=sent-secret&x=1");
+    CHECK(e.find("data-secret") == std::string::npos);
+    CHECK(e.find("sent-secret") == std::string::npos);
+    CHECK(e.find("sentinel_password=***") != std::string::npos);
+    CHECK(e.find("db must be") != std::string::npos);
+}

@@ -121,3 +121,25 @@ TEST_CASE("media: the handshake is signed when a token is set") {
     ok.connected();
     ok.close();
 }
+
+TEST_CASE("media: ended sockets give their connection back (many sessions under a small connection cap)") {
+    // With CALLS_MAX_CONNECTIONS=8, a connection count that missed a decrement would refuse
+    // every request after a few sessions.
+    service s({{"CALLS_MAX_CONNECTIONS", "8"}, {"MAX_ACTIVE_CALLS", "4"}});
+    for (int i = 0; i < 40; ++i) {
+        const auto sid = "CA-conn-" + std::to_string(i);
+        REQUIRE(s.incoming_call(sid).body.find("<Connect>") != std::string::npos);
+        {
+            media_client m(s);
+            m.start(sid);
+            m.media(1);
+            switch (i % 3) {
+            case 0: m.stop(sid); m.close(); break;
+            case 1: m.close(); break;
+            default: m.drop(); break;
+            }
+        }
+        REQUIRE(s.wait_active(0));
+        CHECK(s.call_status(sid, "completed").status == 204);
+    }
+}
