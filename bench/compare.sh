@@ -2,6 +2,7 @@
 # Puts the Redis backend next to redis-benchmark on the same server, in the same run.
 #
 #   bench/compare.sh [--quick] [--plot out.png] [path/to/bench_limiter]
+#   bench/compare.sh --replot data.txt out.png      (redraw a saved run's plot)
 #
 # Starts its own redis-server on a free loopback port, then measures:
 #   - redis-benchmark: EVALSHA of a trivial script and of our acquire script, -c 1/16/64,
@@ -10,15 +11,40 @@
 #     default multiplexed mode and in pooled mode, with 1, 16 and 64 caller threads, and acquire
 #     cost with 15 / 1k / 100k / 1M slots held;
 # and prints one table with the ratios. Medians of --repetitions runs (3; 1 with --quick).
-# --plot draws pairs/s against callers into a PNG (needs gnuplot).
+# --plot draws pairs/s against callers into a PNG (needs gnuplot) and keeps its data next to it
+# (out.txt).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+draw() { # data.txt out.png: columns callers, ours multiplexed, ours pooled, redis-benchmark
+  # acquire script as pairs (EVALSHA/s / 2) blocking and pipelined
+  command -v gnuplot >/dev/null || { echo "compare.sh: plotting needs gnuplot (apt-get install gnuplot-nox)" >&2; exit 2; }
+  gnuplot <<EOF
+set terminal pngcairo size 900,520 font ",11"
+set output "$2"
+set title "acquire+release pairs/s vs concurrent callers (one redis-server, 2 cores)"
+set xlabel "callers (threads / redis-benchmark -c)"
+set ylabel "pairs/s"
+set logscale x 2
+set xrange [0.8:90]
+set yrange [0:*]
+set xtics (1, 16, 64)
+set key bottom right
+set grid
+plot "$1" using 1:2 with linespoints lw 2 title "callguard, multiplexed (default)", \
+     "" using 1:3 with linespoints lw 2 title "callguard, pooled", \
+     "" using 1:4 with linespoints dt 2 title "redis-benchmark, acquire script, -P 1 (EVALSHA/s / 2)", \
+     "" using 1:5 with linespoints dt 3 title "redis-benchmark, acquire script, -P 16 (EVALSHA/s / 2)"
+EOF
+  echo "plot: $2"
+}
+
 quick=0
 plot=
 while (($#)); do
   case $1 in
     --quick) quick=1; shift ;;
     --plot) plot=$2; shift 2 ;;
+    --replot) draw "$2" "$3"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -132,25 +158,7 @@ for held in 15 1000 100000 1000000; do
 done
 
 if [[ -n $plot ]]; then
-  command -v gnuplot >/dev/null || { echo "compare.sh: --plot needs gnuplot (apt-get install gnuplot-nox)" >&2; exit 2; }
-  # Columns: callers, ours multiplexed, ours pooled, and redis-benchmark's acquire script as
-  # pairs (EVALSHA/s / 2), blocking and pipelined.
   awk '$1 == "redis" {m[$2] = $3; a[$2] = $4; p[$2] = $5} $1 == "redis_pooled" {q[$2] = $3}
-       END {for (c in m) print c, m[c], q[c], a[c] / 2, p[c] / 2}' "$work/plot.dat" | sort -n >"$work/plot.txt"
-  gnuplot <<EOF
-set terminal pngcairo size 900,520 font ",11"
-set output "$plot"
-set title "acquire+release pairs/s vs concurrent callers (one redis-server, 2 cores)"
-set xlabel "callers (threads / redis-benchmark -c)"
-set ylabel "pairs/s"
-set logscale x 2
-set xtics (1, 16, 64)
-set key top left
-set grid
-plot "$work/plot.txt" using 1:2 with linespoints lw 2 title "callguard, multiplexed (default)", \
-     "" using 1:3 with linespoints lw 2 title "callguard, pooled", \
-     "" using 1:4 with linespoints dt 2 title "redis-benchmark, acquire script, -P 1 (EVALSHA/s / 2)", \
-     "" using 1:5 with linespoints dt 3 title "redis-benchmark, acquire script, -P 16 (EVALSHA/s / 2)"
-EOF
-  echo "plot: $plot"
+       END {for (c in m) print c, m[c], q[c], a[c] / 2, p[c] / 2}' "$work/plot.dat" | sort -n >"${plot%.png}.txt"
+  draw "${plot%.png}.txt" "$plot"
 fi
