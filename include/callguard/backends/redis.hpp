@@ -259,10 +259,13 @@ private:
         /// ASK sends this one call to the named node, TRYAGAIN / CLUSTERDOWN (a slot in
         /// migration, a failover in the cluster) wait a little: all bounded by `max_hops`. A
         /// READONLY node (a master demoted by a failover) fails the call as an I/O error, so the
-        /// breaker and the fail mode apply until a new connection finds the new master.
+        /// breaker and the fail mode apply until a new connection finds the new master. With
+        /// Sentinel, the sentinels are also asked once per probe interval whether the master
+        /// moved, so a master demoted while still writable is left within that interval.
         detail::reply_ptr eval(script s, std::initializer_list<std::string_view> keys,
                                std::initializer_list<std::string_view> args) {
             static constexpr int max_hops = 5;
+            if (router.master_moved()) reconnect_all(); // Sentinel moved the master: follow now
             std::optional<redis_endpoint> ask;
             for (int hop = 0;; ++hop) {
                 auto r = ask ? send_asking(*ask, s, keys, args)

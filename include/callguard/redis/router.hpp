@@ -8,7 +8,10 @@
 #include "errors.hpp"
 #include "options.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -65,6 +68,32 @@ public:
         owner_.reset();
     }
 
+    /// Sentinel: has the master moved away from the one our connections were opened to? Asks
+    /// the sentinels at most once per `probe_interval` (the caller that finds the check due does
+    /// it; everyone else returns at once). A manual failover or a partition leaves the old master
+    /// up and writable for a while, and the sentinels know first; this bounds how long we keep
+    /// writing to it.
+    bool master_moved() {
+        if (o_.topology != redis_topology::sentinel) return false;
+        const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+        auto due = next_check_.load(std::memory_order_relaxed);
+        const auto interval =
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(o_.probe_interval).count();
+        if (now < due || !next_check_.compare_exchange_strong(due, now + interval)) return false;
+        std::optional<redis_endpoint> connected;
+        {
+            std::lock_guard lk(mu_);
+            connected = master_;
+        }
+        if (!connected) return false;
+        try {
+            auto named = ask_sentinels();
+            return !(named == *connected);
+        } catch (const redis_error&) {
+            return false; // no sentinel answers: keep what works
+        }
+    }
+
     /// Where the last connection went, for messages ("" before the first).
     std::string last_target() const {
         std::lock_guard lk(mu_);
@@ -73,9 +102,8 @@ public:
 
 private:
     /// Asks each sentinel in turn (starting with the last one that answered) for the master's
-    /// address, connects, and checks with ROLE that it really is a master: during a failover
-    /// a sentinel may still name the old one, which comes back as a replica.
-    std::unique_ptr<redis_connection> open_master() {
+    /// address. Throws redis_io_error naming what each said when none names it.
+    redis_endpoint ask_sentinels() {
         std::string errors;
         const auto n = o_.seeds.size();
         const std::size_t first = [&] {
@@ -85,42 +113,45 @@ private:
         for (std::size_t i = 0; i < n; ++i) {
             const auto& s = o_.seeds[(first + i) % n];
             const auto where = s.host + ":" + std::to_string(s.port);
-            std::optional<redis_endpoint> master;
             try {
                 redis_connection sentinel(sentinel_options_, &s);
                 auto r = sentinel.command({"SENTINEL", "get-master-addr-by-name", o_.sentinel_master});
                 if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
                     auto port = parse_int(reply_text(r->element[1]));
-                    if (port && *port > 0 && *port < 65536)
-                        master = redis_endpoint{reply_text(r->element[0]), static_cast<int>(*port)};
+                    if (port && *port > 0 && *port < 65536) {
+                        std::lock_guard lk(mu_);
+                        next_seed_ = (first + i) % n;
+                        return redis_endpoint{reply_text(r->element[0]), static_cast<int>(*port)};
+                    }
                 }
-                if (!master) {
-                    errors += where + " does not know master '" + o_.sentinel_master + "' (" +
-                              (reply_is_error(r.get()) ? reply_text(r.get()) : std::string("nil")) + "); ";
-                    continue;
-                }
+                errors += where + " does not know master '" + o_.sentinel_master + "' (" +
+                          (reply_is_error(r.get()) ? reply_text(r.get()) : std::string("nil")) + "); ";
             } catch (const redis_error& e) {
                 errors += where + ": " + e.what() + "; ";
-                continue;
             }
-            {
-                std::lock_guard lk(mu_);
-                next_seed_ = (first + i) % n;
-                last_ = master->host + ":" + std::to_string(master->port);
-            }
-            auto c = std::make_unique<redis_connection>(o_, &*master);
-            auto role = c->command({"ROLE"});
-            const auto what = role && role->type == REDIS_REPLY_ARRAY && role->elements > 0
-                                  ? reply_text(role->element[0])
-                                  : reply_text(role.get());
-            if (what != "master")
-                throw redis_io_error("the sentinels name " + master->host + ":" +
-                                     std::to_string(master->port) + " as master '" +
-                                     o_.sentinel_master + "', but its ROLE is '" + what +
-                                     "' (a failover is under way)");
-            return c;
         }
         throw redis_io_error("no sentinel named a master for '" + o_.sentinel_master + "': " + errors);
+    }
+
+    /// Connects to the master the sentinels name and checks with ROLE that it really is one:
+    /// during a failover a sentinel may still name the old master, back as a replica.
+    std::unique_ptr<redis_connection> open_master() {
+        const auto master = ask_sentinels();
+        {
+            std::lock_guard lk(mu_);
+            last_ = master.host + ":" + std::to_string(master.port);
+        }
+        auto c = std::make_unique<redis_connection>(o_, &master);
+        auto role = c->command({"ROLE"});
+        const auto what = role && role->type == REDIS_REPLY_ARRAY && role->elements > 0
+                              ? reply_text(role->element[0])
+                              : reply_text(role.get());
+        if (what != "master")
+            throw redis_io_error("the sentinels name " + last_target() + " as master '" + o_.sentinel_master +
+                                 "', but its ROLE is '" + what + "' (a failover is under way)");
+        std::lock_guard lk(mu_);
+        master_ = master;
+        return c;
     }
 
     /// The node that owns our slot if known, else the seeds in turn; a MOVED reply corrects it.
@@ -168,6 +199,8 @@ private:
     std::optional<redis_endpoint> owner_; // cluster: the node a MOVED named
     std::size_t next_seed_ = 0;           // the seed that answered last
     std::string last_;
+    std::optional<redis_endpoint> master_;    // sentinel: where our connections go
+    std::atomic<std::int64_t> next_check_{0}; // sentinel: when master_moved() asks again
 };
 
 } // namespace callguard::detail
