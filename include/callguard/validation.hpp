@@ -30,11 +30,8 @@ constexpr std::string_view call_id_problem(std::string_view call_id) noexcept {
 /// Why `tenant` is not acceptable, or an empty view when it is. An empty tenant means "none".
 constexpr std::string_view tenant_problem(std::string_view tenant) noexcept {
     if (tenant.size() > max_tenant_length) return "tenant is longer than 64 bytes";
-    for (char c : tenant) {
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '.' || c == ':' || c == '-';
-        if (!ok) return "tenant may only contain [A-Za-z0-9_.:-]";
-    }
+    if (detail::find_not_name_char(tenant, "_.:-") != std::string_view::npos)
+        return "tenant may only contain [A-Za-z0-9_.:-]";
     return {};
 }
 

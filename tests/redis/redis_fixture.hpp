@@ -43,15 +43,19 @@ struct redis_pooled_fixture {
     }
 };
 
-/// Options for a backend on `server` with short timeouts, so failure tests stay quick.
-inline callguard::redis_options quick_options(const redis_server& server, std::string prefix) {
-    auto o = callguard::redis_options::from_url(server.url());
+/// Options for a backend at `url` with short timeouts, so failure tests stay quick.
+inline callguard::redis_options quick_options(std::string_view url, std::string prefix) {
+    auto o = callguard::redis_options::from_url(url);
     o.key_prefix = std::move(prefix);
     o.connect_timeout = std::chrono::milliseconds(200);
     o.command_timeout = std::chrono::milliseconds(200);
     o.probe_interval = std::chrono::milliseconds(300);
     o.on_warning = [](std::string_view) {};
     return o;
+}
+
+inline callguard::redis_options quick_options(const redis_server& server, std::string prefix) {
+    return quick_options(server.url(), std::move(prefix));
 }
 
 } // namespace test

@@ -4,13 +4,13 @@
 // fail mode decided, and the limiter recovered without leaking connections.
 
 #include "../support/doubles.hpp"
+#include "../support/probes.hpp"
 #include "../support/tcp_proxy.hpp"
 #include "redis_fixture.hpp"
 
 #include <callguard/callguard.hpp>
 #include <doctest/doctest.h>
 
-#include <dirent.h>
 
 #include <thread>
 
@@ -20,15 +20,6 @@ using redis_limiter = callguard::capacity_limiter<callguard::redis_backend>;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-std::size_t open_fds() {
-    std::size_t n = 0;
-    if (DIR* d = ::opendir("/proc/self/fd")) {
-        while (::readdir(d)) ++n;
-        ::closedir(d);
-    }
-    return n;
-}
 
 struct proxied {
     test::redis_server server;
@@ -186,7 +177,7 @@ TEST_CASE("faults: a password set while running turns into a degraded status, no
 TEST_CASE("faults: repeated outages leak no file descriptors or connections") {
     proxied p;
     REQUIRE(p.limiter.acquire("CA-warm").admitted());
-    const auto fds_before = open_fds();
+    const auto fds_before = test::open_fds();
     for (int round = 0; round < 5; ++round) {
         p.proxy.drop_all();
         p.proxy.set_mode(test::tcp_proxy::mode::stall);
@@ -197,5 +188,5 @@ TEST_CASE("faults: repeated outages leak no file descriptors or connections") {
         p.limiter.release("CA-r" + std::to_string(round));
     }
     CHECK(p.limiter.backend().open_connections() <= 4);
-    CHECK(open_fds() <= fds_before + 4);
+    CHECK(test::open_fds() <= fds_before + 4);
 }

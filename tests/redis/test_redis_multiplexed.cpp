@@ -3,6 +3,7 @@
 // is mismatched), and a frozen server costs each waiting caller about one timeout.
 
 #include "../support/doubles.hpp"
+#include "../support/probes.hpp"
 #include "../support/tcp_proxy.hpp"
 #include "redis_fixture.hpp"
 
@@ -20,15 +21,6 @@ using redis_limiter = callguard::capacity_limiter<callguard::redis_backend>;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-callguard::redis_options options_for(const std::string& url, const std::string& prefix) {
-    auto o = callguard::redis_options::from_url(url);
-    o.key_prefix = prefix;
-    o.connect_timeout = o.command_timeout = 200ms;
-    o.probe_interval = 300ms;
-    o.on_warning = [](std::string_view) {};
-    return o;
-}
 
 /// Runs `fn(thread_index)` on `n` threads started together.
 template <class F>
@@ -51,7 +43,7 @@ std::string id_of(int t, int i) { return "CA-m" + std::to_string(t) + "-" + std:
 TEST_CASE("multiplexed: 16 threads share one socket, each gets its own replies, fewer round trips") {
     test::redis_server srv;
     const auto prefix = test::unique_prefix("mux");
-    redis_limiter l(callguard::redis_backend(options_for(srv.url(), prefix)), test::small_config(100000),
+    redis_limiter l(callguard::redis_backend(test::quick_options(srv.url(), prefix)), test::small_config(100000),
                     {callguard::null_sink(), {}});
     constexpr int threads = 16, per_thread = 150;
     std::atomic<int> wrong{0};
@@ -79,7 +71,7 @@ TEST_CASE("multiplexed: 16 threads share one socket, each gets its own replies, 
 
 TEST_CASE("multiplexed: a frozen server costs every waiting caller about one timeout") {
     test::redis_server srv;
-    redis_limiter l(callguard::redis_backend(options_for(srv.url(), test::unique_prefix("mux"))),
+    redis_limiter l(callguard::redis_backend(test::quick_options(srv.url(), test::unique_prefix("mux"))),
                     test::small_config(100), {callguard::null_sink(), {}});
     REQUIRE(l.acquire("CA-warm").outcome == acquire_outcome::acquired);
     srv.pause();
@@ -98,19 +90,14 @@ TEST_CASE("multiplexed: a frozen server costs every waiting caller about one tim
     MESSAGE("slowest caller while frozen: " << slowest_ms.load() << " ms (timeout 200 ms)");
     CHECK(slowest_ms.load() < 700);
     // Back: the old slot is still there, and the socket is re-made.
-    bool ok = false;
-    for (int i = 0; i < 100 && !ok; ++i) {
-        ok = l.acquire("CA-warm").outcome == acquire_outcome::already_held;
-        if (!ok) std::this_thread::sleep_for(50ms);
-    }
-    CHECK(ok);
+    CHECK(test::eventually([&] { return l.acquire("CA-warm").outcome == acquire_outcome::already_held; }, 5s));
 }
 
 TEST_CASE("multiplexed: rounds cut mid-reply fail their callers, and no reply is mismatched later") {
     test::redis_server srv;
     test::tcp_proxy proxy{srv.port()};
     const auto prefix = test::unique_prefix("muxcut");
-    redis_limiter l(callguard::redis_backend(options_for(proxy.url(), prefix)),
+    redis_limiter l(callguard::redis_backend(test::quick_options(proxy.url(), prefix)),
                     test::small_config(1000), {callguard::null_sink(), {}});
     proxy.cut_replies_after(5); // every connection dies a few bytes into the server's answers
     std::atomic<int> not_fail_open{0};
@@ -123,12 +110,7 @@ TEST_CASE("multiplexed: rounds cut mid-reply fail their callers, and no reply is
     CHECK(not_fail_open.load() == 0);
     proxy.cut_replies_after(std::size_t(1) << 40);
     proxy.drop_all();
-    bool healthy = false;
-    for (int i = 0; i < 100 && !healthy; ++i) {
-        healthy = l.status().backend_healthy;
-        if (!healthy) std::this_thread::sleep_for(50ms);
-    }
-    REQUIRE(healthy);
+    REQUIRE(test::eventually([&] { return l.status().backend_healthy; }, 5s));
     // Whatever the cut rounds did on the server, every answer now matches its own request.
     std::atomic<int> wrong{0};
     on_threads(8, [&](int t) {
@@ -150,7 +132,7 @@ TEST_CASE("multiplexed: rounds cut mid-reply fail their callers, and no reply is
 
 TEST_CASE("multiplexed: two sockets split the callers, and the cap still holds across them") {
     test::redis_server srv;
-    auto o = options_for(srv.url(), test::unique_prefix("mux2"));
+    auto o = test::quick_options(srv.url(), test::unique_prefix("mux2"));
     o.multiplexed_connections = 2;
     o.command_timeout = o.connect_timeout = 2000ms;
     redis_limiter l(callguard::redis_backend(o), test::small_config(7), {callguard::null_sink(), {}});

@@ -6,6 +6,7 @@
 // CALLGUARD_SOAK_SECONDS sets the length (default 30: the version ctest runs); scripts/soak.sh
 // runs it longer. The report is printed on stdout.
 
+#include "../support/probes.hpp"
 #include "service_harness.hpp"
 
 #include <algorithm>
@@ -13,7 +14,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <dirent.h>
 #include <mutex>
 #include <random>
 
@@ -34,16 +34,6 @@ long rss_kb(pid_t pid) {
         std::getline(in, key);
     }
     return -1;
-}
-
-long open_fds(pid_t pid) {
-    long n = 0;
-    if (DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str())) {
-        while (auto* e = ::readdir(d))
-            if (e->d_name[0] != '.') ++n;
-        ::closedir(d);
-    }
-    return n;
 }
 
 /// Live slots as the limiter counts them (unexpired members, server time).
@@ -194,7 +184,7 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
     std::vector<sample> samples;
     const auto end = clock_type::now() + seconds;
     while (clock_type::now() < end) {
-        samples.push_back({rss_kb(a.pid()), rss_kb(b.pid()), open_fds(a.pid()), open_fds(b.pid())});
+        samples.push_back({rss_kb(a.pid()), rss_kb(b.pid()), test::open_fds(a.pid()), test::open_fds(b.pid())});
         std::this_thread::sleep_for(1s);
     }
     stop = true;
@@ -202,17 +192,18 @@ TEST_CASE("soak: call lifecycles under random Redis faults leave nothing behind"
     watcher.join();
 
     // Every slot comes back: released, replayed, or (at worst) expired after the 6 s TTL.
-    bool drained = false;
-    for (int i = 0; i < 200 && !drained; ++i) {
-        try {
-            drained = live_slots(redis) == 0 && a.active() == 0 && b.active() == 0;
-        } catch (const std::exception& e) {
-            note_error(std::string("health: ") + e.what());
-        }
-        if (!drained) std::this_thread::sleep_for(50ms);
-    }
+    const bool drained = test::eventually(
+        [&] {
+            try {
+                return live_slots(redis) == 0 && a.active() == 0 && b.active() == 0;
+            } catch (const std::exception& e) {
+                note_error(std::string("health: ") + e.what());
+                return false;
+            }
+        },
+        10s);
     std::this_thread::sleep_for(1500ms); // sockets closing, call-log writer settling
-    samples.push_back({rss_kb(a.pid()), rss_kb(b.pid()), open_fds(a.pid()), open_fds(b.pid())});
+    samples.push_back({rss_kb(a.pid()), rss_kb(b.pid()), test::open_fds(a.pid()), test::open_fds(b.pid())});
 
     const auto& first = samples.front();
     const auto& last = samples.back();

@@ -4,6 +4,7 @@
 // three sentinels; or a three-master cluster made with `redis-cli --cluster create`. Every
 // process is started and killed (by PID) by these fixtures.
 
+#include "probes.hpp"
 #include "redis_server.hpp"
 
 #include <cstdint>
@@ -30,17 +31,6 @@ inline int key_slot(std::string_view key) {
             crc = static_cast<std::uint16_t>(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
     }
     return crc % 16384;
-}
-
-/// Polls `done` every 50 ms for up to `limit`.
-template <class F>
-bool eventually(F&& done, std::chrono::milliseconds limit) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (done()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return done();
 }
 
 /// A master, its replica and three sentinels (quorum 2) watching them as `callguard`.

@@ -11,6 +11,18 @@
 
 namespace callguard::detail {
 
+/// Where `s` has its first character that is neither an ASCII letter or digit nor one of
+/// `extra`; npos when there is none (names, hosts, key prefixes).
+constexpr std::size_t find_not_name_char(std::string_view s, std::string_view extra) noexcept {
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                        extra.find(c) != std::string_view::npos;
+        if (!ok) return i;
+    }
+    return std::string_view::npos;
+}
+
 constexpr bool is_space(char c) noexcept {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }

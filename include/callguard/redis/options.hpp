@@ -154,13 +154,7 @@ inline std::string mask_url_password(std::string_view url) {
 }
 
 inline bool valid_key_prefix(std::string_view p) noexcept {
-    if (p.empty() || p.size() > 64) return false;
-    for (char c : p) {
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '.' || c == ':' || c == '-';
-        if (!ok) return false;
-    }
-    return true;
+    return !p.empty() && p.size() <= 64 && find_not_name_char(p, "_.:-") == std::string_view::npos;
 }
 
 } // namespace detail
@@ -237,11 +231,8 @@ inline redis_options redis_options::from_url(std::string_view url) {
                 if (port.empty()) fail("port is empty");
             }
             if (host.empty()) fail("host is empty");
-            for (char c : host) {
-                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                          c == '.' || c == '-' || c == '_' || c == ':';
-                if (!ok) fail("host contains '" + detail::printable(std::string_view(&c, 1)) + "'");
-            }
+            if (auto bad = detail::find_not_name_char(host, ".-_:"); bad != std::string_view::npos)
+                fail("host contains '" + detail::printable(host.substr(bad, 1)) + "'");
             redis_endpoint e{std::string(host), default_port};
             if (!port.empty()) {
                 auto p = detail::parse_int(port);
@@ -271,11 +262,8 @@ inline redis_options redis_options::from_url(std::string_view url) {
                 if (name.empty())
                     fail("the master name is missing (redis+sentinel://host:26379/master_name)");
                 o.sentinel_master = decode(name, "master name");
-                for (char c : o.sentinel_master) {
-                    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                              c == '.' || c == '-' || c == '_';
-                    if (!ok) fail("the master name may only contain [A-Za-z0-9_.-]");
-                }
+                if (detail::find_not_name_char(o.sentinel_master, "_.-") != std::string_view::npos)
+                    fail("the master name may only contain [A-Za-z0-9_.-]");
                 if (slash != std::string_view::npos) o.db = parse_db(path.substr(slash + 1));
             } else if (!path.empty()) {
                 fail("Redis Cluster has no databases: redis+cluster://host:port[,host:port...]");
