@@ -1,6 +1,6 @@
-// The service's form parser: it either throws form_error or returns fields whose re-encoding
+// The Twilio webhook form parser: it either throws form_error or returns fields whose re-encoding
 // parses back to the same fields.
-#include "form.hpp"
+#include <callguard/twilio/form.hpp>
 
 #include <cstdint>
 #include <cstdlib>
@@ -8,10 +8,10 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view body(reinterpret_cast<const char*>(data), size);
-    calls::form f;
+    callguard::twilio::form f;
     try {
-        f = calls::form::parse(body);
-    } catch (const calls::form_error&) {
+        f = callguard::twilio::form::parse(body);
+    } catch (const callguard::twilio::form_error&) {
         return 0;
     }
     static constexpr char hex[] = "0123456789ABCDEF";
@@ -24,6 +24,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (s == &k) again += '=';
         }
     }
-    if (calls::form::parse(again).fields() != f.fields()) std::abort();
+    if (callguard::twilio::form::parse(again).fields() != f.fields()) std::abort();
     return 0;
 }

@@ -1,5 +1,5 @@
-// REDIS_URL: a valid result has every field in range; anything else is a config_error naming
-// REDIS_URL whose message never shows a password.
+// A Redis URL: a valid result has every field in range; anything else is a config_error naming
+// `url` whose message never shows a password.
 #include <callguard/backends/redis.hpp>
 
 #include <cstdint>
@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         callguard::redis_backend b(o); // constructing never connects
         if (b.open_connections() != 0) std::abort();
     } catch (const callguard::config_error& e) {
-        if (e.variable() != "REDIS_URL") std::abort();
+        if (e.variable() != "url") std::abort();
         // Nor is the sentinels' password: in the URL shown (REDIS_URL="...", quotes inside it
         // escaped), "sentinel_password=" is always followed by "***".
         std::string_view shown = e.what();

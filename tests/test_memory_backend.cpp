@@ -72,9 +72,9 @@ TEST_CASE("memory backend: purge_expired removes only what expired and keeps ten
     for (int i = 0; i < 5; ++i)
         REQUIRE(b.try_acquire(req("new" + std::to_string(i), 100)).state == slot_state::acquired);
     clock.advance(5s);
-    CHECK(b.purge_expired() == 10);
+    CHECK(b.cleanup_expired() == 10);
     CHECK(b.active_count() == 5);
-    CHECK(b.purge_expired() == 0);
+    CHECK(b.cleanup_expired() == 0);
     // The tenant's count went down with its expired slots.
     CHECK(b.try_acquire(req("t-new", 100, "t", 10)).state == slot_state::acquired);
 }

@@ -60,7 +60,7 @@ public:
     media_verdict on_binary() { return fail("binary frames are not supported"); }
 
     const std::string& call_sid() const noexcept { return call_sid_; }
-    bool holds_slot() const noexcept { return guard_ && guard_->owns_slot(); }
+    bool release_pending() const noexcept { return guard_ && guard_->release_pending(); }
 
     /// Ends the session now (the destructor does the same).
     void end() noexcept { guard_.reset(); }

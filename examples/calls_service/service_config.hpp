@@ -1,8 +1,9 @@
 #pragma once
 
-// The service's own settings (the limiter's come from limiter_config::from_env).
+// The service's own settings (the limiter's come from limiter_config::from_env), read with the
+// library's public environment layer.
 
-#include <callguard/config.hpp>
+#include <callguard/env.hpp>
 #include <callguard/validation.hpp>
 
 #include <algorithm>
@@ -27,55 +28,40 @@ struct service_config {
     std::size_t max_connections = 4096;    ///< CALLS_MAX_CONNECTIONS
     unsigned threads = std::max(4u, 2 * std::thread::hardware_concurrency()); ///< CALLS_HTTP_THREADS
 
-    static service_config from_env(const callguard::env_lookup& get) {
+    /// Throws `callguard::config_error` naming the variable and the value.
+    static service_config from_env(const callguard::env_lookup& lookup) {
         using callguard::config_error;
+        const callguard::env_reader env(lookup);
         service_config c;
-        auto var = [&](const char* n) { return get ? get(n) : std::nullopt; };
-        if (auto v = var("HOST"); v && !v->empty()) c.host = *v;
-        if (auto v = var("PORT")) {
-            auto t = callguard::detail::trim(*v);
-            auto p = callguard::detail::parse_int(t);
-            if (!p || *p > 65535)
-                throw config_error("PORT", callguard::detail::printable(*v), "expected 0-65535");
-            c.port = static_cast<std::uint16_t>(*p);
-        }
-        if (auto v = var("PUBLIC_BASE_URL"); v && !v->empty()) {
+        if (auto v = env.get("HOST"); v && !v->empty()) c.host = *v;
+        if (auto v = env.get("PORT"))
+            c.port = static_cast<std::uint16_t>(callguard::parse_integer("PORT", *v, 0, 65535));
+        if (auto v = env.get("PUBLIC_BASE_URL"); v && !v->empty()) {
             std::string u = *v;
             while (!u.empty() && u.back() == '/') u.pop_back();
             if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0)
-                throw config_error("PUBLIC_BASE_URL", callguard::detail::printable(*v),
-                                   "expected http://host or https://host");
+                throw config_error("PUBLIC_BASE_URL", *v, "expected http://host or https://host");
             c.public_base_url = u;
         }
-        if (auto v = var("TWILIO_AUTH_TOKEN")) c.auth_token = *v;
-        if (auto v = var("CALLS_DB_PATH"); v && !v->empty()) c.db_path = *v;
-        if (auto v = var("CALLS_TENANT_BY_NUMBER"); v && !callguard::detail::trim(*v).empty()) {
-            std::string_view rest = *v;
-            while (!rest.empty()) {
-                auto comma = rest.find(',');
-                auto item = callguard::detail::trim(rest.substr(0, comma));
-                rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-                auto eq = item.find('=');
-                if (eq == std::string_view::npos)
-                    throw config_error("CALLS_TENANT_BY_NUMBER", callguard::detail::printable(*v),
-                                       "expected +number=tenant items");
-                auto number = callguard::detail::trim(item.substr(0, eq));
-                auto tenant = callguard::detail::trim(item.substr(eq + 1));
-                if (number.empty() || tenant.empty() || !callguard::tenant_problem(tenant).empty())
-                    throw config_error("CALLS_TENANT_BY_NUMBER", callguard::detail::printable(*v),
+        if (auto v = env.get("TWILIO_AUTH_TOKEN")) c.auth_token = *v;
+        if (auto v = env.get("CALLS_DB_PATH"); v && !v->empty()) c.db_path = *v;
+        if (auto v = env.get("CALLS_TENANT_BY_NUMBER")) {
+            for (auto [number, tenant] : callguard::parse_key_values("CALLS_TENANT_BY_NUMBER", *v, "+number=tenant")) {
+                if (!callguard::tenant_problem(tenant).empty())
+                    throw config_error("CALLS_TENANT_BY_NUMBER", *v,
                                        "each item needs a number and a tenant from [A-Za-z0-9_.:-]");
                 c.tenant_by_number.emplace(std::string(number), std::string(tenant));
             }
         }
         auto seconds = [&](const char* name, std::chrono::seconds& field) {
-            if (auto v = var(name)) field = std::chrono::seconds(callguard::parse_positive(name, *v, 86400));
+            if (auto v = env.get(name)) field = std::chrono::seconds(callguard::parse_positive(name, *v, 86400));
         };
         seconds("CALLS_REFRESH_SECONDS", c.refresh_interval);
         seconds("CALLS_HTTP_READ_TIMEOUT_SECONDS", c.read_timeout);
         seconds("CALLS_MEDIA_IDLE_TIMEOUT_SECONDS", c.media_idle_timeout);
-        if (auto v = var("CALLS_MAX_CONNECTIONS"))
+        if (auto v = env.get("CALLS_MAX_CONNECTIONS"))
             c.max_connections = static_cast<std::size_t>(callguard::parse_positive("CALLS_MAX_CONNECTIONS", *v, 1'000'000));
-        if (auto v = var("CALLS_HTTP_THREADS"))
+        if (auto v = env.get("CALLS_HTTP_THREADS"))
             c.threads = static_cast<unsigned>(callguard::parse_positive("CALLS_HTTP_THREADS", *v, 256));
         return c;
     }

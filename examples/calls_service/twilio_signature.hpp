@@ -4,7 +4,7 @@
 // sorted by name)). Compared in constant time; the URL is tried with and without its default
 // port, as Twilio's own validators do.
 
-#include "form.hpp"
+#include <callguard/twilio/form.hpp>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -26,8 +26,8 @@ inline std::string base64(const unsigned char* data, std::size_t len) {
 
 /// The signature Twilio computes for `url` and form `params` with `auth_token`.
 inline std::string twilio_signature(std::string_view auth_token, std::string_view url,
-                                    const std::vector<form::field>& params) {
-    std::vector<const form::field*> sorted;
+                                    const std::vector<callguard::twilio::form::field>& params) {
+    std::vector<const callguard::twilio::form::field*> sorted;
     for (const auto& f : params) sorted.push_back(&f);
     std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) {
         return a->first != b->first ? a->first < b->first : a->second < b->second;
@@ -78,7 +78,7 @@ inline std::vector<std::string> url_variants(std::string_view url) {
 
 /// True if `signature` is Twilio's for `url` (or its default-port variant) and `params`.
 inline bool valid_twilio_signature(std::string_view auth_token, std::string_view signature,
-                                   std::string_view url, const std::vector<form::field>& params) {
+                                   std::string_view url, const std::vector<callguard::twilio::form::field>& params) {
     if (signature.empty()) return false;
     bool ok = false;
     for (const auto& u : url_variants(url)) // check both, always: no early exit to time

@@ -4,11 +4,11 @@
 // No sockets here, so every rule (signatures, validation, TwiML) is testable and fuzzable.
 
 #include "call_log.hpp"
-#include "form.hpp"
 #include "service_config.hpp"
 #include "twilio_signature.hpp"
 
 #include <callguard/callguard.hpp>
+#include <callguard/twilio/form.hpp>
 #include <callguard/twilio/twiml.hpp>
 
 #include <string>
@@ -34,6 +34,14 @@ struct reply {
 };
 
 inline constexpr std::string_view twiml_type = "text/xml; charset=utf-8";
+
+using callguard::twilio::form;
+
+/// The WebSocket form of an http(s) URL: wss:// for https://, ws:// for http://.
+inline std::string websocket_url(std::string_view http_url) {
+    if (http_url.rfind("https://", 0) == 0) return "wss://" + std::string(http_url.substr(8));
+    return "ws://" + std::string(http_url.substr(http_url.find("://") + 3));
+}
 
 inline bool is_terminal_call_status(std::string_view s) {
     return s == "completed" || s == "busy" || s == "failed" || s == "no-answer" || s == "canceled";
@@ -68,10 +76,7 @@ public:
     }
 
     /// The media stream URL for the admitted TwiML: wss behind https, else ws.
-    std::string stream_url(const request_view& r) const {
-        auto base = public_url(r, "/ws/media");
-        return (base.rfind("https://", 0) == 0 ? "wss://" + base.substr(8) : "ws://" + base.substr(7));
-    }
+    std::string stream_url(const request_view& r) const { return websocket_url(public_url(r, "/ws/media")); }
 
     /// Checks X-Twilio-Signature when TWILIO_AUTH_TOKEN is set.
     bool signature_ok(const request_view& r, const std::vector<form::field>& params) const {
@@ -84,8 +89,7 @@ public:
     bool handshake_signature_ok(const request_view& r) const {
         if (config_.auth_token.empty()) return true;
         auto url = public_url(r, r.target);
-        auto ws_url = url.rfind("https://", 0) == 0 ? "wss://" + url.substr(8) : "ws://" + url.substr(7);
-        return valid_twilio_signature(config_.auth_token, r.signature, ws_url, {}) ||
+        return valid_twilio_signature(config_.auth_token, r.signature, websocket_url(url), {}) ||
                valid_twilio_signature(config_.auth_token, r.signature, url, {});
     }
 
@@ -99,15 +103,14 @@ private:
     template <class F>
     reply post_form(const request_view& r, F&& handler) {
         if (r.method != "POST") return {405, "text/plain; charset=utf-8", "use POST\n"};
-        const auto type = r.content_type.substr(0, r.content_type.find(';'));
-        if (!callguard::detail::iequals(callguard::detail::trim(type), "application/x-www-form-urlencoded"))
+        if (!callguard::twilio::is_form_content_type(r.content_type))
             return {415, "text/plain; charset=utf-8", "expected application/x-www-form-urlencoded\n"};
         if (config_.public_base_url.empty() && (r.host.empty() || r.host.find_first_of("/ \t") != std::string_view::npos))
             return {400, "text/plain; charset=utf-8", "missing or invalid Host header\n"};
         form body;
         try {
             body = form::parse(r.body);
-        } catch (const form_error& e) {
+        } catch (const callguard::twilio::form_error& e) {
             return {400, "text/plain; charset=utf-8", std::string("malformed form body: ") + e.what() + "\n"};
         }
         if (!signature_ok(r, body.fields())) return {403, "text/plain; charset=utf-8", "invalid Twilio signature\n"};

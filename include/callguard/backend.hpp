@@ -38,7 +38,7 @@ struct release_reply {
 /// What a storage engine must provide to back a `capacity_limiter`.
 ///
 /// 1. `b.try_acquire(req)` -> `slot_reply`: atomically (against every other caller of every
-///    process sharing the same storage) purge expired slots, then: if `req.call_id` holds a slot,
+///    process sharing the same storage) remove expired slots, then: if `req.call_id` holds a slot,
 ///    push its expiry to now + ttl and answer `already_held` (even when full); else if the global
 ///    count is below `req.max_active` and (when `req.tenant_max > 0`) the tenant's count is below
 ///    it, add the slot with expiry now + ttl and answer `acquired`; else `rejected` /
@@ -47,7 +47,7 @@ struct release_reply {
 /// 3. `b.refresh(call_id, ttl)` -> `bool`: push a held slot's expiry to now + ttl; false if not held
 ///    (never re-creates an expired or released slot).
 /// 4. `b.active_count()` -> `std::int64_t`: live (unexpired) slots.
-/// 5. `b.purge_expired()` -> `std::size_t`: remove expired slots now, return how many.
+/// 5. `b.cleanup_expired()` -> `std::size_t`: remove expired slots now, return how many.
 /// 6. `b.name()` -> something convertible to `std::string_view` ("memory", "redis", ...).
 /// 7. `b.healthy()` -> `bool`, `noexcept`: false while the backend is known to be unreachable.
 /// 8. Failure: when the storage cannot answer, 1-5 throw `callguard::backend_error` (or a type
@@ -64,7 +64,7 @@ concept capacity_backend =
         { b.release(id) } -> std::same_as<release_reply>;
         { b.refresh(id, ttl) } -> std::same_as<bool>;
         { b.active_count() } -> std::same_as<std::int64_t>;
-        { b.purge_expired() } -> std::same_as<std::size_t>;
+        { b.cleanup_expired() } -> std::same_as<std::size_t>;
         { cb.name() } -> std::convertible_to<std::string_view>;
         { cb.healthy() } noexcept -> std::same_as<bool>;
     };
@@ -79,20 +79,7 @@ concept reports_data_resets = requires(const B& b) {
     { b.data_resets() } noexcept -> std::convertible_to<std::uint64_t>;
 };
 
-namespace detail {
-
-/// The smallest type that models `capacity_backend`; checked below so the concept itself
-/// stays satisfiable as it evolves.
-struct archetype_backend {
-    slot_reply try_acquire(const slot_request&) { return {}; }
-    release_reply release(std::string_view) { return {}; }
-    bool refresh(std::string_view, std::chrono::milliseconds) { return false; }
-    std::int64_t active_count() { return 0; }
-    std::size_t purge_expired() { return 0; }
-    std::string_view name() const { return "archetype"; }
-    bool healthy() const noexcept { return true; }
-};
-static_assert(capacity_backend<archetype_backend>);
-
-} // namespace detail
 } // namespace callguard
+
+// Checks that the concept stays satisfiable as it evolves.
+#include "detail/archetype_backend.hpp"

@@ -11,6 +11,7 @@
 #include "slot_guard.hpp"
 #include "status.hpp"
 #include "validation.hpp"
+#include "detail/logger.hpp"
 #include "detail/striped_counters.hpp"
 
 #include <atomic>
@@ -33,7 +34,7 @@ struct limiter_hooks {
 ///
 /// The backend makes each decision atomically (and, for a shared backend, fleet-wide); the
 /// limiter validates input, applies the `fail_mode` when the backend cannot answer, logs the
-/// seed's `[CAPACITY]` lines, counts, and tells the observer. Every member is thread-safe.
+/// `[CAPACITY]` lines, counts, and tells the observer. Every member is thread-safe.
 /// Not movable: guards point back at it.
 template <capacity_backend Backend>
 class capacity_limiter {
@@ -104,7 +105,11 @@ public:
         count(counter::released);
         log_.log(log_level::info, "[CAPACITY] RELEASED call_id={} active_calls={}/{}{}", call_id,
                  active, config_.max_active_calls, local_suffix(local));
-        notify(event(event_kind::released, call_id, {}, active, false, local));
+        capacity_event ev = backend_event(event_kind::released);
+        ev.call_id = call_id;
+        ev.active = active;
+        ev.local_fallback = local;
+        notify(ev);
         return true;
     }
 
@@ -149,9 +154,9 @@ public:
     /// Removes expired slots now (the backend also does it on its own when it matters).
     /// Returns how many; 0 when the backend cannot answer.
     std::size_t cleanup_expired() {
-        std::size_t n = local_ ? local_->purge_expired() : 0;
+        std::size_t n = local_ ? local_->cleanup_expired() : 0;
         try {
-            n += backend_.purge_expired();
+            n += backend_.cleanup_expired();
             on_backend_success();
         } catch (const backend_error& e) {
             on_backend_failure(e);
@@ -206,13 +211,13 @@ private:
             count(counter::acquired);
             log_.log(log_level::info, "[CAPACITY] ACQUIRED call_id={} active_calls={}/{}{}{}",
                      req.call_id, reply.active, max, tenant_suffix(req.tenant), local_suffix(local));
-            notify(event(event_kind::acquired, req.call_id, req.tenant, reply.active, false, local));
+            notify(call_event(event_kind::acquired, req, reply.active, local));
             return {acquire_outcome::acquired, reply.active, max};
         case slot_state::already_held:
             count(counter::already_held);
             log_.log(log_level::debug, "[CAPACITY] ALREADY_HELD call_id={} active_calls={}/{}{}",
                      req.call_id, reply.active, max, local_suffix(local));
-            notify(event(event_kind::already_held, req.call_id, req.tenant, reply.active, false, local));
+            notify(call_event(event_kind::already_held, req, reply.active, local));
             return {acquire_outcome::already_held, reply.active, max};
         case slot_state::rejected:
         case slot_state::rejected_tenant:
@@ -229,7 +234,9 @@ private:
         else
             log_.log(log_level::warning, "[CAPACITY] REJECTED call_id={} active_calls={} max={}{}{}",
                      req.call_id, reply.active, max, tenant_suffix(req.tenant), local_suffix(local));
-        notify(event(event_kind::rejected, req.call_id, req.tenant, reply.active, by_tenant, local));
+        auto ev = call_event(event_kind::rejected, req, reply.active, local);
+        ev.tenant_limited = by_tenant;
+        notify(ev);
         return {acquire_outcome::rejected, reply.active, max, by_tenant};
     }
 
@@ -241,13 +248,13 @@ private:
             count(counter::admitted_fail_open);
             log_.log(log_level::warning, "[CAPACITY] FAIL_OPEN call_id={} backend={}", req.call_id,
                      backend_.name());
-            notify(event(event_kind::admitted_fail_open, req.call_id, req.tenant, known));
+            notify(call_event(event_kind::admitted_fail_open, req, known));
             return {acquire_outcome::admitted_fail_open, known, max};
         case fail_mode::closed:
             count(counter::rejected_fail_closed);
             log_.log(log_level::warning, "[CAPACITY] FAIL_CLOSED call_id={} backend={}",
                      req.call_id, backend_.name());
-            notify(event(event_kind::rejected_fail_closed, req.call_id, req.tenant, known));
+            notify(call_event(event_kind::rejected_fail_closed, req, known));
             return {acquire_outcome::rejected_fail_closed, known, max};
         case fail_mode::local:
             break;
@@ -262,7 +269,7 @@ private:
         if (!healthy_.exchange(false)) return; // already down: logged at the transition
         log_.log(log_level::error, "[CAPACITY] BACKEND_DOWN backend={} fail_mode={} error={}",
                  backend_.name(), to_string(config_.fail_mode), e.what());
-        auto ev = event(event_kind::backend_down, {}, {}, last_active_.load());
+        auto ev = backend_event(event_kind::backend_down);
         ev.message = e.what();
         notify(ev);
     }
@@ -271,7 +278,7 @@ private:
         if constexpr (reports_data_resets<Backend>) check_data_resets();
         if (healthy_.load(std::memory_order_relaxed) || healthy_.exchange(true)) return;
         log_.log(log_level::warning, "[CAPACITY] BACKEND_UP backend={}", backend_.name());
-        notify(event(event_kind::backend_up, {}, {}, last_active_.load()));
+        notify(backend_event(event_kind::backend_up));
     }
 
     /// Logs each reset the backend found once, on whichever thread sees it first.
@@ -283,20 +290,26 @@ private:
                  "[CAPACITY] BACKEND_DATA_LOST backend={} resets={}: the slots held before are "
                  "gone; active_calls under-counts until those calls refresh or end",
                  backend_.name(), now);
-        notify(event(event_kind::backend_data_lost, {}, {}, last_active_.load()));
+        notify(backend_event(event_kind::backend_data_lost));
     }
 
-    capacity_event event(event_kind kind, std::string_view call_id, std::string_view tenant,
-                         std::int64_t active, bool tenant_limited = false,
-                         bool local = false) const noexcept {
+    /// An event about one call's decision.
+    capacity_event call_event(event_kind kind, const slot_request& req, std::int64_t active,
+                              bool local = false) const noexcept {
+        capacity_event ev = backend_event(kind);
+        ev.call_id = req.call_id;
+        ev.tenant = req.tenant;
+        ev.active = active;
+        ev.local_fallback = local;
+        return ev;
+    }
+
+    /// An event about the backend as a whole (the last count seen).
+    capacity_event backend_event(event_kind kind) const noexcept {
         capacity_event ev;
         ev.kind = kind;
-        ev.call_id = call_id;
-        ev.tenant = tenant;
-        ev.active = active;
+        ev.active = last_active_.load();
         ev.max = config_.max_active_calls;
-        ev.tenant_limited = tenant_limited;
-        ev.local_fallback = local;
         return ev;
     }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "env.hpp"
 #include "errors.hpp"
 #include "logging.hpp"
 #include "validation.hpp"
@@ -45,24 +46,8 @@ constexpr std::string_view to_string(fail_mode m) noexcept {
     return "unknown";
 }
 
-/// Largest accepted cap and TTL: far beyond any real deployment, small enough that no
-/// arithmetic on them (milliseconds, Lua doubles) can overflow.
-inline constexpr std::int64_t max_cap_value = 1'000'000'000;
-inline constexpr std::int64_t max_ttl_seconds = 366LL * 24 * 3600;
-
 /// Per-tenant caps; `std::less<>` so lookups by `std::string_view` do not allocate.
 using tenant_limit_map = std::map<std::string, std::int64_t, std::less<>>;
-
-/// Looks up one environment variable; an empty optional means "unset".
-using env_lookup = std::function<std::optional<std::string>(const char* name)>;
-
-/// The process environment, through `std::getenv`.
-inline env_lookup process_env() {
-    return [](const char* name) -> std::optional<std::string> {
-        if (const char* v = std::getenv(name)) return std::string(v);
-        return std::nullopt;
-    };
-}
 
 /// Everything the limiter needs to decide. A plain struct: fill it by hand or with `from_env()`.
 struct limiter_config {
@@ -80,7 +65,7 @@ struct limiter_config {
     static limiter_config from_env(const env_lookup& lookup);
     static limiter_config from_env() { return from_env(process_env()); }
 
-    /// Throws `config_error` if a field is out of range (for configs filled by hand).
+    /// Throws `config_error` naming the field (`max_active_calls`, ...) if one is out of range.
     void validate() const;
 
     /// The cap for `tenant`, or 0 when it has none.
@@ -91,34 +76,14 @@ struct limiter_config {
     }
 };
 
-// --- parsers, public so applications can reuse them for their own variables -------------
-
-/// A positive integer in [1, limit]; otherwise `config_error` naming `variable`.
-inline std::int64_t parse_positive(std::string_view variable, std::string_view text,
-                                   std::int64_t limit = max_cap_value) {
-    auto v = detail::parse_int(detail::trim(text));
-    if (!v || *v < 1 || *v > limit)
-        throw config_error(std::string(variable), detail::printable(text),
-                           "expected a positive integer no larger than " + std::to_string(limit));
-    return *v;
-}
-
-inline bool parse_flag(std::string_view variable, std::string_view text) {
-    auto t = detail::trim(text);
-    for (auto yes : {"1", "true", "yes", "on"})
-        if (detail::iequals(t, yes)) return true;
-    for (auto no : {"", "0", "false", "no", "off"})
-        if (detail::iequals(t, no)) return false;
-    throw config_error(std::string(variable), detail::printable(text),
-                       "expected 1/0, true/false, yes/no or on/off");
-}
+// --- the limiter's own parsers (the generic ones are in env.hpp) -------------------------
 
 inline over_capacity_behavior parse_behavior(std::string_view variable, std::string_view text) {
     auto t = detail::trim(text);
     for (auto b : {over_capacity_behavior::reject, over_capacity_behavior::voicemail,
                    over_capacity_behavior::whatsapp, over_capacity_behavior::queue})
         if (detail::iequals(t, to_string(b))) return b;
-    throw config_error(std::string(variable), detail::printable(text),
+    throw config_error(std::string(variable), text,
                        "expected one of reject, voicemail, whatsapp, queue");
 }
 
@@ -126,7 +91,7 @@ inline fail_mode parse_fail_mode(std::string_view variable, std::string_view tex
     auto t = detail::trim(text);
     for (auto m : {fail_mode::open, fail_mode::closed, fail_mode::local})
         if (detail::iequals(t, to_string(m))) return m;
-    throw config_error(std::string(variable), detail::printable(text),
+    throw config_error(std::string(variable), text,
                        "expected one of open, closed, local");
 }
 
@@ -137,78 +102,63 @@ inline log_level parse_log_level(std::string_view variable, std::string_view tex
     if (detail::iequals(t, "WARN")) return log_level::warning;
     if (detail::iequals(t, "CRITICAL")) return log_level::error;
     if (detail::iequals(t, "OFF") || detail::iequals(t, "NONE")) return log_level::off;
-    throw config_error(std::string(variable), detail::printable(text),
+    throw config_error(std::string(variable), text,
                        "expected one of DEBUG, INFO, WARNING, ERROR");
 }
 
-/// `biz1=5,biz2=10` (spaces around items allowed; empty text = no tenant caps).
+/// `biz1=5,biz2=10` (spaces around items allowed; blank text = no tenant caps).
 inline tenant_limit_map parse_tenant_limits(std::string_view variable, std::string_view text) {
     tenant_limit_map out;
-    auto fail = [&](const std::string& why) {
-        throw config_error(std::string(variable), detail::printable(text), why);
-    };
-    if (detail::trim(text).empty()) return out;
-    std::string_view rest = text;
-    while (true) {
-        auto comma = rest.find(',');
-        auto item = detail::trim(rest.substr(0, comma));
-        auto eq = item.find('=');
-        if (eq == std::string_view::npos) fail("expected tenant=limit items separated by commas");
-        auto name = detail::trim(item.substr(0, eq));
-        auto value = detail::trim(item.substr(eq + 1));
-        if (name.empty()) fail("a tenant name is empty");
-        if (auto why = tenant_problem(name); !why.empty()) fail(std::string(why));
+    for (auto [name, value] : parse_key_values(variable, text, "tenant=limit")) {
+        if (auto why = tenant_problem(name); !why.empty())
+            throw config_error(std::string(variable), text, std::string(why));
         auto limit = detail::parse_int(value);
         if (!limit || *limit < 1 || *limit > max_cap_value)
-            fail("the limit of tenant '" + std::string(name) + "' is not a positive integer");
-        if (!out.emplace(std::string(name), *limit).second)
-            fail("tenant '" + std::string(name) + "' is listed twice");
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
+            throw config_error(std::string(variable), text,
+                               "the limit of tenant '" + std::string(name) + "' is not a positive integer");
+        out.emplace(std::string(name), *limit);
     }
     return out;
 }
 
 inline void limiter_config::validate() const {
     if (max_active_calls < 1 || max_active_calls > max_cap_value)
-        throw config_error("MAX_ACTIVE_CALLS", std::to_string(max_active_calls),
+        throw config_error("max_active_calls", std::to_string(max_active_calls),
                            "expected a positive integer no larger than " +
                                std::to_string(max_cap_value));
     if (slot_ttl.count() < 1 || slot_ttl.count() > max_ttl_seconds)
-        throw config_error("CALLS_SLOT_TTL_SECONDS", std::to_string(slot_ttl.count()),
+        throw config_error("slot_ttl", std::to_string(slot_ttl.count()) + "s",
                            "expected 1 to " + std::to_string(max_ttl_seconds) + " seconds");
     if (local_max_active_calls < 0 || local_max_active_calls > max_cap_value)
-        throw config_error("CALLS_LOCAL_MAX_ACTIVE_CALLS", std::to_string(local_max_active_calls),
-                           "expected 0 (same as MAX_ACTIVE_CALLS) or a positive integer");
+        throw config_error("local_max_active_calls", std::to_string(local_max_active_calls),
+                           "expected 0 (same as max_active_calls) or a positive integer");
     for (const auto& [name, limit] : tenant_limits) {
         if (name.empty() || !tenant_problem(name).empty())
-            throw config_error("CALLS_TENANT_LIMITS", detail::printable(name),
-                               "invalid tenant name");
+            throw config_error("tenant_limits", name, "invalid tenant name");
         if (limit < 1 || limit > max_cap_value)
-            throw config_error("CALLS_TENANT_LIMITS", name + "=" + std::to_string(limit),
+            throw config_error("tenant_limits", name + "=" + std::to_string(limit),
                                "expected a positive integer limit");
     }
 }
 
 inline limiter_config limiter_config::from_env(const env_lookup& lookup) {
+    const env_reader env(lookup);
     limiter_config c;
-    auto get = [&](const char* name) { return lookup ? lookup(name) : std::nullopt; };
-
     bool production = false;
-    if (auto v = get("PRODUCTION")) production = parse_flag("PRODUCTION", *v);
+    if (auto v = env.get("PRODUCTION")) production = parse_flag("PRODUCTION", *v);
     c.max_active_calls = production ? 15 : 50;
-    if (auto v = get("MAX_ACTIVE_CALLS")) c.max_active_calls = parse_positive("MAX_ACTIVE_CALLS", *v);
-    if (auto v = get("CALLS_OVER_CAPACITY_BEHAVIOR"))
+    if (auto v = env.get("MAX_ACTIVE_CALLS")) c.max_active_calls = parse_positive("MAX_ACTIVE_CALLS", *v);
+    if (auto v = env.get("CALLS_OVER_CAPACITY_BEHAVIOR"))
         c.behavior = parse_behavior("CALLS_OVER_CAPACITY_BEHAVIOR", *v);
-    if (auto v = get("CALLS_CAPACITY_LOG_LEVEL"))
+    if (auto v = env.get("CALLS_CAPACITY_LOG_LEVEL"))
         c.log_level = parse_log_level("CALLS_CAPACITY_LOG_LEVEL", *v);
-    if (auto v = get("CALLS_SLOT_TTL_SECONDS"))
+    if (auto v = env.get("CALLS_SLOT_TTL_SECONDS"))
         c.slot_ttl = std::chrono::seconds(
             parse_positive("CALLS_SLOT_TTL_SECONDS", *v, max_ttl_seconds));
-    if (auto v = get("CALLS_FAIL_MODE")) c.fail_mode = parse_fail_mode("CALLS_FAIL_MODE", *v);
-    if (auto v = get("CALLS_TENANT_LIMITS"))
+    if (auto v = env.get("CALLS_FAIL_MODE")) c.fail_mode = parse_fail_mode("CALLS_FAIL_MODE", *v);
+    if (auto v = env.get("CALLS_TENANT_LIMITS"))
         c.tenant_limits = parse_tenant_limits("CALLS_TENANT_LIMITS", *v);
-    if (auto v = get("CALLS_LOCAL_MAX_ACTIVE_CALLS"); v && !detail::trim(*v).empty())
+    if (auto v = env.text("CALLS_LOCAL_MAX_ACTIVE_CALLS"))
         c.local_max_active_calls = parse_positive("CALLS_LOCAL_MAX_ACTIVE_CALLS", *v);
     return c;
 }

@@ -12,8 +12,8 @@ namespace callguard {
 template <capacity_backend Backend>
 class capacity_limiter;
 
-/// Holds one call's slot and gives it back when it goes out of scope: the `finally` of the
-/// seed, for every way a handler can end (return, exception, dropped connection).
+/// Holds one call's slot and gives it back when it goes out of scope: a `finally` for every way
+/// a handler can end (return, exception, dropped connection).
 ///
 /// Made by `capacity_limiter::guard()`. Move-only; the destructor never throws (a failed
 /// release is reported through the limiter's logger and kept for replay by the backend).
@@ -54,8 +54,10 @@ public:
 
     const std::string& call_id() const noexcept { return call_id_; }
 
-    /// True until `release()` has run (or the guard was moved from or never admitted).
-    bool owns_slot() const noexcept { return release_ != nullptr; }
+    /// True while the guard still has a release to run: the call was admitted and neither
+    /// `release()` nor a move has happened since. For `admitted_fail_open` no slot was taken,
+    /// but the release still runs (the call may have taken a slot since, on a refresh).
+    bool release_pending() const noexcept { return release_ != nullptr; }
 
     /// Gives the slot back now. Idempotent; true if this call freed a slot.
     bool release() noexcept {

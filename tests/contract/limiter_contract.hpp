@@ -215,11 +215,11 @@ TEST_CASE_TEMPLATE_DEFINE("limiter contract: a guard releases on every path", F,
     {
         auto g = l->guard("CA-scope");
         CHECK(g.admitted());
-        CHECK(g.owns_slot());
+        CHECK(g.release_pending());
         CHECK(l->status().active_calls == 1);
         auto rejected = l->guard("CA-other");
         CHECK_FALSE(rejected.admitted());
-        CHECK_FALSE(rejected.owns_slot());
+        CHECK_FALSE(rejected.release_pending());
     } // g released here; the rejected guard released nothing
     CHECK(l->status().active_calls == 0);
 
@@ -236,18 +236,18 @@ TEST_CASE_TEMPLATE_DEFINE("limiter contract: a guard releases on every path", F,
     {
         auto adopted = l->guard("CA-webhook");
         CHECK(adopted.result().outcome == callguard::acquire_outcome::already_held);
-        CHECK(adopted.owns_slot());
+        CHECK(adopted.release_pending());
         CHECK(adopted.release());
         CHECK_FALSE(adopted.release());
-        CHECK_FALSE(adopted.owns_slot());
+        CHECK_FALSE(adopted.release_pending());
     }
     CHECK(l->status().active_calls == 0);
 
     // Moving transfers ownership: exactly one release.
     auto a = l->guard("CA-move");
     callguard::slot_guard b = std::move(a);
-    CHECK_FALSE(a.owns_slot());
-    CHECK(b.owns_slot());
+    CHECK_FALSE(a.release_pending());
+    CHECK(b.release_pending());
     callguard::slot_guard c;
     c = std::move(b);
     CHECK(l->status().active_calls == 1);

@@ -14,7 +14,7 @@ std::string error_for(std::string_view url) {
     try {
         redis_options::from_url(url);
     } catch (const callguard::config_error& e) {
-        CHECK(e.variable() == "REDIS_URL");
+        CHECK(e.variable() == "url"); // from_env() reports it as REDIS_URL
         return e.what();
     }
     return {};
@@ -119,8 +119,42 @@ TEST_CASE("redis options from the environment") {
         CHECK_THROWS_AS(redis_options::from_env(lookup), callguard::config_error);
     }
     vars.erase("CALLS_REDIS_KEY_PREFIX");
+    vars["REDIS_URL"] = "redis://:hunter2@h:0";
+    try {
+        redis_options::from_env(lookup);
+        FAIL("no exception");
+    } catch (const callguard::config_error& e) { // the URL's error, under the variable's name
+        CHECK(e.variable() == "REDIS_URL");
+        CHECK(std::string(e.what()).find("port must be") != std::string::npos);
+        CHECK(std::string(e.what()).find("hunter2") == std::string::npos);
+    }
     vars.erase("REDIS_URL");
     CHECK_THROWS_AS(redis_options::from_env(lookup), callguard::config_error);
+}
+
+TEST_CASE("redis options filled by hand: errors name the field") {
+    auto field_of = [](const redis_options& o) {
+        try {
+            o.validate();
+        } catch (const callguard::config_error& e) {
+            return e.variable();
+        }
+        return std::string();
+    };
+    redis_options o;
+    CHECK(field_of(o).empty());
+    o.key_prefix = "{x}";
+    CHECK(field_of(o) == "key_prefix");
+    o = {};
+    o.command_timeout = std::chrono::milliseconds(0);
+    CHECK(field_of(o) == "command_timeout");
+    o = {};
+    o.port = 0;
+    CHECK(field_of(o) == "host");
+    o = {};
+    o.pool_size = 0;
+    CHECK(field_of(o) == "pool_size");
+    CHECK(callguard::masked_url("redis://u:pw@h/0\n") == "redis://u:***@h/0\\x0a"); // safe to log
 }
 
 TEST_CASE("constructing a backend validates but never connects") {

@@ -117,9 +117,9 @@ public:
         check();
         return inner_.active_count();
     }
-    std::size_t purge_expired() {
+    std::size_t cleanup_expired() {
         check();
-        return inner_.purge_expired();
+        return inner_.cleanup_expired();
     }
     std::string_view name() const { return "switchable"; }
     bool healthy() const noexcept { return !ctl_->failing.load(); }

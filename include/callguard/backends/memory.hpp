@@ -1,6 +1,8 @@
 #pragma once
 
 #include "../backend.hpp"
+#include "../detail/atomic_bounds.hpp"
+#include "../detail/string_hash.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -18,35 +20,10 @@
 
 namespace callguard {
 
-namespace detail {
-
-struct string_hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-        return std::hash<std::string_view>{}(s);
-    }
-};
-
-/// Takes one unit of `counter` if it stays <= `limit`; never over-admits under contention.
-inline bool try_reserve(std::atomic<std::int64_t>& counter, std::int64_t limit) noexcept {
-    auto v = counter.load(std::memory_order_relaxed);
-    while (v < limit)
-        if (counter.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) return true;
-    return false;
-}
-
-inline void store_min(std::atomic<std::int64_t>& a, std::int64_t v) noexcept {
-    auto cur = a.load(std::memory_order_relaxed);
-    while (v < cur && !a.compare_exchange_weak(cur, v, std::memory_order_acq_rel)) {
-    }
-}
-
-} // namespace detail
-
 /// In-process backend: slots in a sharded hash map, the counts in atomics.
 ///
 /// Admission takes one shard's lock (by call id), so unrelated calls on different threads do not
-/// serialize on one mutex. Expired slots are purged when they matter: when a request would be
+/// serialize on one mutex. Expired slots are removed when they matter: when a request would be
 /// rejected, and before counting. A lower bound on the earliest expiry makes that check O(1)
 /// until something can actually have expired. Released map nodes are kept per shard and reused,
 /// so steady-state acquire/release does not touch the allocator.
@@ -95,7 +72,7 @@ public:
                     return {tenant_ok ? slot_state::rejected : slot_state::rejected_tenant,
                             st.active.load()};
             }
-            st.purge(now); // something may have expired: purge outside the shard lock, retry once
+            st.cleanup_expired(now); // something may have expired: clean up outside the shard lock, retry once
         }
     }
 
@@ -129,13 +106,13 @@ public:
     std::int64_t active_count() {
         auto& st = *state_;
         const auto now = ticks(st.clock.now());
-        if (st.maybe_expired(now)) st.purge(now);
+        if (st.maybe_expired(now)) st.cleanup_expired(now);
         return st.active.load();
     }
 
-    std::size_t purge_expired() {
+    std::size_t cleanup_expired() {
         auto& st = *state_;
-        return st.purge(ticks(st.clock.now()));
+        return st.cleanup_expired(ticks(st.clock.now()));
     }
 
     std::string_view name() const noexcept { return "memory"; }
@@ -172,7 +149,7 @@ private:
         // read by every decision and rarely written.
         alignas(64) std::atomic<std::int64_t> active{0};
         alignas(64) std::atomic<rep> next_expiry{never}; // never above the earliest live expiry
-        alignas(64) std::mutex purge_mu;
+        alignas(64) std::mutex cleanup_mu;
         std::shared_mutex tenants_mu;
         std::unordered_map<std::string, std::unique_ptr<tenant_counter>, detail::string_hash,
                            std::equal_to<>>
@@ -225,8 +202,8 @@ private:
         /// Removes every slot expired at `now` and recomputes the expiry bound. Resetting the
         /// bound first and lowering it shard by shard under each shard's lock keeps it a lower
         /// bound even while other threads insert.
-        std::size_t purge(rep now) {
-            std::lock_guard plk(purge_mu);
+        std::size_t cleanup_expired(rep now) {
+            std::lock_guard plk(cleanup_mu);
             next_expiry.store(never);
             std::size_t removed = 0;
             for (std::size_t i = 0; i < shard_count; ++i) {

@@ -5,8 +5,7 @@
 // always a well-formed UTF-8 document with the XML declaration first, as Twilio requires.
 
 #include "../config.hpp"
-#include "../detail/text.hpp"
-#include "../detail/xml.hpp"
+#include "detail/twiml_writer.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -20,7 +19,7 @@
 
 namespace callguard::twilio {
 
-/// The seed's rejection message: "The system is busy right now. Please try again in a few
+/// The rejection message of the original design: "The system is busy right now. Please try again in a few
 /// minutes or send us a WhatsApp message."
 inline constexpr std::string_view default_reject_message =
     "המערכת עמוסה כרגע. אנא נסו שוב בעוד מספר דקות או שלחו לנו הודעה בוואטסאפ.";
@@ -64,41 +63,6 @@ struct stream_parameter {
     std::string_view value;
 };
 
-namespace detail {
-
-inline std::string document(std::string_view body) {
-    std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>";
-    out += body;
-    out += "</Response>";
-    return out;
-}
-
-inline void append_attr(std::string& out, std::string_view name, std::string_view value) {
-    out += ' ';
-    out += name;
-    out += "=\"";
-    callguard::detail::append_xml_escaped(out, value);
-    out += '"';
-}
-
-inline void append_say(std::string& out, std::string_view text, const twiml_options& o) {
-    out += "<Say";
-    if (!o.language.empty()) append_attr(out, "language", o.language);
-    if (!o.voice.empty()) append_attr(out, "voice", o.voice);
-    out += '>';
-    callguard::detail::append_xml_escaped(out, text);
-    out += "</Say>";
-}
-
-inline bool starts_with_scheme(std::string_view url, std::initializer_list<std::string_view> schemes) {
-    for (auto s : schemes)
-        if (url.size() > s.size() && callguard::detail::iequals(url.substr(0, s.size()), s))
-            return true;
-    return false;
-}
-
-} // namespace detail
-
 /// `<Connect><Stream url="wss://..."><Parameter .../></Stream></Connect>`.
 /// `stream_url` must be an absolute ws:// or wss:// URL without a query string (Twilio drops
 /// it; pass values as parameters instead). Throws `std::invalid_argument` otherwise.
@@ -131,7 +95,7 @@ inline std::string admit_twiml(std::string_view stream_url,
 inline std::string reject_twiml(const twiml_options& o = {}) {
     if (o.reject_with_busy_signal) return detail::document("<Reject reason=\"busy\"/>");
     std::string body;
-    detail::append_say(body, o.reject_message, o);
+    detail::append_say(body, o.reject_message, o.language, o.voice);
     body += "<Hangup/>";
     return detail::document(body);
 }
@@ -142,7 +106,7 @@ inline std::string voicemail_twiml(std::string_view action_url, const twiml_opti
     if (!detail::starts_with_scheme(action_url, {"http://", "https://"}))
         throw std::invalid_argument("voicemail action url must be an absolute http(s) URL");
     std::string body;
-    detail::append_say(body, o.voicemail_prompt, o);
+    detail::append_say(body, o.voicemail_prompt, o.language, o.voice);
     body += "<Record";
     detail::append_attr(body, "action", action_url);
     detail::append_attr(body, "method", "POST");
@@ -155,7 +119,7 @@ inline std::string voicemail_twiml(std::string_view action_url, const twiml_opti
 /// Tells the caller a WhatsApp invitation is on its way (the application sends it), then hangs up.
 inline std::string whatsapp_twiml(const twiml_options& o = {}) {
     std::string body;
-    detail::append_say(body, o.whatsapp_message, o);
+    detail::append_say(body, o.whatsapp_message, o.language, o.voice);
     body += "<Hangup/>";
     return detail::document(body);
 }
@@ -163,7 +127,7 @@ inline std::string whatsapp_twiml(const twiml_options& o = {}) {
 /// A short message, then `<Enqueue>` into `queue_name` (with `waitUrl` when set).
 inline std::string queue_twiml(const twiml_options& o = {}) {
     std::string body;
-    if (!o.queue_message.empty()) detail::append_say(body, o.queue_message, o);
+    if (!o.queue_message.empty()) detail::append_say(body, o.queue_message, o.language, o.voice);
     body += "<Enqueue";
     if (!o.queue_wait_url.empty()) detail::append_attr(body, "waitUrl", o.queue_wait_url);
     body += '>';
@@ -186,12 +150,12 @@ inline std::string over_capacity_twiml(over_capacity_behavior b, const twiml_opt
 }
 
 inline twiml_options twiml_options::from_env(const env_lookup& lookup) {
+    const env_reader env(lookup);
     twiml_options o;
-    auto get = [&](const char* name) { return lookup ? lookup(name) : std::nullopt; };
     auto text = [&](const char* name, std::string& field) {
-        if (auto v = get(name)) {
+        if (auto v = env.get(name)) {
             if (callguard::detail::trim(*v).empty())
-                throw config_error(name, callguard::detail::printable(*v), "must not be empty");
+                throw config_error(name, *v, "must not be empty");
             field = *v;
         }
     };
@@ -201,16 +165,16 @@ inline twiml_options twiml_options::from_env(const env_lookup& lookup) {
     text("CALLS_TTS_LANGUAGE", o.language);
     text("CALLS_TTS_VOICE", o.voice);
     text("CALLS_QUEUE_NAME", o.queue_name);
-    if (auto v = get("CALLS_QUEUE_MESSAGE")) o.queue_message = *v; // empty: no message
-    if (auto v = get("CALLS_QUEUE_WAIT_URL")) {
+    if (auto v = env.get("CALLS_QUEUE_MESSAGE")) o.queue_message = *v; // empty: no message
+    if (auto v = env.get("CALLS_QUEUE_WAIT_URL")) {
         if (!v->empty() && !detail::starts_with_scheme(*v, {"http://", "https://"}))
-            throw config_error("CALLS_QUEUE_WAIT_URL", callguard::detail::printable(*v),
+            throw config_error("CALLS_QUEUE_WAIT_URL", *v,
                                "expected an absolute http(s) URL");
         o.queue_wait_url = *v;
     }
-    if (auto v = get("CALLS_REJECT_BUSY_SIGNAL"))
+    if (auto v = env.get("CALLS_REJECT_BUSY_SIGNAL"))
         o.reject_with_busy_signal = parse_flag("CALLS_REJECT_BUSY_SIGNAL", *v);
-    if (auto v = get("CALLS_VOICEMAIL_MAX_SECONDS"))
+    if (auto v = env.get("CALLS_VOICEMAIL_MAX_SECONDS"))
         o.voicemail_max_length =
             std::chrono::seconds(parse_positive("CALLS_VOICEMAIL_MAX_SECONDS", *v, 14400));
     return o;

@@ -5,8 +5,8 @@
 // a failover or a resharding is followed by reconnecting, and nothing else changes.
 
 #include "connection.hpp"
-#include "errors.hpp"
-#include "options.hpp"
+#include "../errors.hpp"
+#include "../options.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -20,7 +20,8 @@ class connection_pool {
 public:
     using opener = std::function<std::unique_ptr<redis_connection>()>;
 
-    explicit connection_pool(redis_options o) : options_(std::move(o)) { idle_.reserve(options_.pool_size); }
+    /// `o` must outlive the pool.
+    explicit connection_pool(const redis_options& o) : options_(o) { idle_.reserve(options_.pool_size); }
 
     /// How new connections are made (default: to the options' server). Set before first use.
     void set_opener(opener open) { open_ = std::move(open); }
@@ -88,8 +89,6 @@ public:
         return total_;
     }
 
-    const redis_options& options() const noexcept { return options_; }
-
 private:
     void give_back(std::unique_ptr<redis_connection> c) noexcept {
         if (c->broken()) {
@@ -103,7 +102,7 @@ private:
         cv_.notify_one();
     }
 
-    redis_options options_;
+    const redis_options& options_;
     opener open_;
     mutable std::mutex mu_;
     std::condition_variable cv_;

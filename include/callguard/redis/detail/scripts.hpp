@@ -9,6 +9,7 @@
 //   {prefix}:owners           hash, call id -> tenant (to find the tenant set on release)
 // Call ids are plain data here: never used as patterns, never concatenated into keys.
 
+#include <cstddef>
 #include <string_view>
 
 namespace callguard::detail::lua {
@@ -25,6 +26,34 @@ namespace callguard::detail::lua {
     "  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, 2 * ttl) end\n"          \
     "end\n"
 
+// Steps shared by several scripts, pasted into each (one text, no per-call closures). They use
+// the scripts' common locals: active, owners, base, now, and id/held/expires/ttl where named.
+
+// Forgets up to `limit` expired slots (and their tenant entries); leaves them in `expired`.
+#define CALLGUARD_LUA_FORGET_EXPIRED(limit)                                                      \
+    "local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, " limit ")\n" \
+    "for _, m in ipairs(expired) do\n"                                                           \
+    "  local owner = redis.call('HGET', owners, m)\n"                                            \
+    "  if owner then\n"                                                                          \
+    "    redis.call('ZREM', base .. ':tenant:' .. owner, m)\n"                                   \
+    "    redis.call('HDEL', owners, m)\n"                                                        \
+    "  end\n"                                                                                    \
+    "  redis.call('ZREM', active, m)\n"                                                          \
+    "end\n"
+
+// Pushes the live slot `id` (score `held`) to `expires`, in the tenant's set too; never earlier.
+#define CALLGUARD_LUA_PUSH_EXPIRY                                                                \
+    "if expires > tonumber(held) then\n"                                                         \
+    "  redis.call('ZADD', active, expires, id)\n"                                                \
+    "  extend(active, ttl)\n"                                                                    \
+    "  local owner = redis.call('HGET', owners, id)\n"                                           \
+    "  if owner then\n"                                                                          \
+    "    redis.call('ZADD', base .. ':tenant:' .. owner, expires, id)\n"                         \
+    "    extend(base .. ':tenant:' .. owner, ttl)\n"                                             \
+    "    extend(owners, ttl)\n"                                                                  \
+    "  end\n"                                                                                    \
+    "end\n"
+
 /// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),
 /// key base ("{prefix}"). Returns {state, live}: 0 acquired, 1 already held, 2 rejected,
 /// 3 rejected by the tenant cap.
@@ -33,35 +62,17 @@ local active, owners = KEYS[1], KEYS[2]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tenant, tenant_cap, base = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local expires = now + ttl
-local function tenant_key(name) return base .. ':tenant:' .. name end
 -- Forget a bounded batch of expired slots; the counts below never include expired ones anyway.
-local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, 100)
-for _, m in ipairs(expired) do
-  local owner = redis.call('HGET', owners, m)
-  if owner then
-    redis.call('ZREM', tenant_key(owner), m)
-    redis.call('HDEL', owners, m)
-  end
-  redis.call('ZREM', active, m)
-end
+)lua" CALLGUARD_LUA_FORGET_EXPIRED("100") R"lua(
 local live = redis.call('ZCOUNT', active, '(' .. now, '+inf')
 local held = redis.call('ZSCORE', active, id)
 if held and tonumber(held) > now then
-  if expires > tonumber(held) then
-    redis.call('ZADD', active, expires, id)
-    extend(active, ttl)
-    local owner = redis.call('HGET', owners, id)
-    if owner then
-      redis.call('ZADD', tenant_key(owner), expires, id)
-      extend(tenant_key(owner), ttl)
-      extend(owners, ttl)
-    end
-  end
+)lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
   return {1, live}
 end
 if live >= cap then return {2, live} end
 if tenant ~= '' then
-  local tk = tenant_key(tenant)
+  local tk = base .. ':tenant:' .. tenant
   redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)
   if tenant_cap > 0 and redis.call('ZCARD', tk) >= tenant_cap then return {3, live} end
   redis.call('ZADD', tk, expires, id)
@@ -99,16 +110,7 @@ local id, ttl, base = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local held = redis.call('ZSCORE', active, id)
 if not held or tonumber(held) <= now then return 0 end
 local expires = now + ttl
-if expires > tonumber(held) then
-  redis.call('ZADD', active, expires, id)
-  extend(active, ttl)
-  local owner = redis.call('HGET', owners, id)
-  if owner then
-    redis.call('ZADD', base .. ':tenant:' .. owner, expires, id)
-    extend(base .. ':tenant:' .. owner, ttl)
-    extend(owners, ttl)
-  end
-end
+)lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
 return 1
 )lua";
 
@@ -118,25 +120,38 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 )lua";
 
 /// KEYS: active, owners. ARGV: key base. Removes every expired slot; returns how many.
-inline constexpr std::string_view cleanup = CALLGUARD_LUA_PROLOGUE R"lua(
+inline constexpr std::string_view cleanup_expired = CALLGUARD_LUA_PROLOGUE R"lua(
 local active, owners, base = KEYS[1], KEYS[2], ARGV[1]
 local removed = 0
 for _ = 1, 1000 do
-  local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, 500)
+)lua" CALLGUARD_LUA_FORGET_EXPIRED("500") R"lua(
   if #expired == 0 then break end
-  for _, m in ipairs(expired) do
-    local owner = redis.call('HGET', owners, m)
-    if owner then
-      redis.call('ZREM', base .. ':tenant:' .. owner, m)
-      redis.call('HDEL', owners, m)
-    end
-    redis.call('ZREM', active, m)
-  end
   removed = removed + #expired
 end
 return removed
 )lua";
 
+#undef CALLGUARD_LUA_PUSH_EXPIRY
+#undef CALLGUARD_LUA_FORGET_EXPIRED
 #undef CALLGUARD_LUA_PROLOGUE
 
 } // namespace callguard::detail::lua
+
+namespace callguard::detail {
+
+/// The scripts by name, for the SHA cache and the dispatcher.
+enum class script_id : std::size_t { acquire, release, refresh, count, cleanup_expired };
+inline constexpr std::size_t script_count = 5;
+
+constexpr std::string_view script_source(script_id s) noexcept {
+    switch (s) {
+    case script_id::acquire: return lua::acquire;
+    case script_id::release: return lua::release;
+    case script_id::refresh: return lua::refresh;
+    case script_id::count: return lua::count;
+    case script_id::cleanup_expired: return lua::cleanup_expired;
+    }
+    return {};
+}
+
+} // namespace callguard::detail

@@ -3,8 +3,8 @@
 // One hiredis connection: connect with timeouts, AUTH and SELECT, commands as argv, and every
 // failure mapped to the redis_error hierarchy in one place (`throw_context_error`).
 
-#include "errors.hpp"
-#include "options.hpp"
+#include "../errors.hpp"
+#include "../options.hpp"
 
 #include <hiredis/hiredis.h>
 
@@ -117,7 +117,8 @@ public:
                 auto r = command({"PING"});
                 if (reply_is_error(r.get()))
                     throw redis_reply_error("Redis refused the connection (" + reply_text(r.get()) +
-                                            "): put the password in REDIS_URL");
+                                            "): it needs a password and none is set "
+                                            "(redis_options::password, or :password@ in the URL)");
             }
             if (o.db != 0) {
                 auto r = command({"SELECT", std::to_string(o.db)});

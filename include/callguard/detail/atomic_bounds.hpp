@@ -1,0 +1,26 @@
+#pragma once
+
+// Lock-free updates of shared counts and bounds, used where a cap must hold under any
+// interleaving of threads.
+
+#include <atomic>
+#include <cstdint>
+
+namespace callguard::detail {
+
+/// Takes one unit of `counter` if it stays <= `limit`; never over-admits under contention.
+inline bool try_reserve(std::atomic<std::int64_t>& counter, std::int64_t limit) noexcept {
+    auto v = counter.load(std::memory_order_relaxed);
+    while (v < limit)
+        if (counter.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) return true;
+    return false;
+}
+
+/// Lowers `a` to `v` if `v` is smaller; a racing smaller value wins.
+inline void store_min(std::atomic<std::int64_t>& a, std::int64_t v) noexcept {
+    auto cur = a.load(std::memory_order_relaxed);
+    while (v < cur && !a.compare_exchange_weak(cur, v, std::memory_order_acq_rel)) {
+    }
+}
+
+} // namespace callguard::detail
