@@ -1,7 +1,7 @@
 #pragma once
 
-// Small probes shared by the suites: wait (bounded) for a condition, count a process's open
-// file descriptors.
+// Small probes shared by the suites: wait (bounded) for a condition, check one keeps holding,
+// count a process's open file descriptors.
 
 #include <chrono>
 #include <dirent.h>
@@ -20,6 +20,18 @@ bool eventually(F&& done, std::chrono::milliseconds limit) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return done();
+}
+
+/// Polls `holds` every 50 ms for `span`; true only if it held at every look. For "stays so"
+/// checks, where one look right after the action could pass before the change would show.
+template <class F>
+bool holds_for(F&& holds, std::chrono::milliseconds span) {
+    const auto deadline = std::chrono::steady_clock::now() + span;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (!holds()) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return holds();
 }
 
 /// Open file descriptors of `pid` (0: this process), from /proc.
