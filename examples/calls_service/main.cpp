@@ -2,7 +2,9 @@
 // REDIS_URL set: the cap is shared with every instance on that Redis; unset: in-memory.
 #include "server.hpp"
 
+#if CALLS_SERVICE_WITH_REDIS // set by CMake: callguard::redis exists (CALLGUARD_WITH_REDIS=ON)
 #include <callguard/backends/redis.hpp>
+#endif
 
 #include <fmt/core.h>
 
@@ -94,11 +96,18 @@ int main() {
         const auto twiml = callguard::twilio::twiml_options::from_env();
         const auto sc = calls::service_config::from_env(env);
         if (auto url = env("REDIS_URL"); url && !callguard::detail::trim(*url).empty()) {
+#if CALLS_SERVICE_WITH_REDIS
             auto ro = callguard::redis_options::from_env();
             auto desc = fmt::format("redis url={} prefix={{{}}} timeout={}ms",
                                     callguard::detail::mask_url_password(*url), ro.key_prefix,
                                     ro.command_timeout.count());
             return serve(callguard::redis_backend(std::move(ro)), desc, lc, twiml, sc);
+#else
+            fmt::print(stderr, "[SERVICE] configuration error: REDIS_URL is set, but this calls_service "
+                               "was built without Redis (CALLGUARD_WITH_REDIS=OFF): unset REDIS_URL to "
+                               "run on memory, or rebuild with hiredis\n");
+            return 2;
+#endif
         }
         return serve(callguard::memory_backend{}, "memory", lc, twiml, sc);
     } catch (const callguard::config_error& e) {
