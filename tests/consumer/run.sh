@@ -29,7 +29,7 @@ quiet() {
   "$@" >"$log" 2>&1 || { cat "$log" >&2; fail "$* (log: $log)"; }
 }
 # The real paths of every file a compile command reads (its -M output).
-deps_of() { "$@" -M | tr ' \\' '\n\n' | sed '/^$/d;/:$/d' | xargs -r realpath -m --; }
+deps_of() { "$@" -M | sed 's/\\$//' | tr -s ' ' '\n' | sed '/^$/d;/:$/d' | xargs -r realpath -m --; }
 
 [[ -f $build/CMakeCache.txt ]] || fail "$build is not a configured build"
 case $(cache_value "$build" CALLGUARD_WITH_REDIS) in
