@@ -5,8 +5,7 @@
 
 #include <utility> // before Boost: asio 1.74 uses std::exchange without including it
 
-#include "../support/probes.hpp"
-#include "../support/redis_server.hpp"
+#include "../support/probes.hpp" // free_port, find_program (no hiredis: also built without Redis)
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>

@@ -1,6 +1,7 @@
 // Two service instances sharing one real redis-server: one cap across the fleet, and a Redis
 // outage that callers never notice beyond a degraded health status.
 
+#include "../support/redis_server.hpp"
 #include "service_harness.hpp"
 
 #include <atomic>

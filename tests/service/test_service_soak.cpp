@@ -7,6 +7,7 @@
 // runs it longer. The report is printed on stdout.
 
 #include "../support/probes.hpp"
+#include "../support/redis_server.hpp"
 #include "service_harness.hpp"
 
 #include <algorithm>
