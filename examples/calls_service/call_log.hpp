@@ -191,6 +191,7 @@ private:
         written_.fetch_add(out.written);
         failed_.fetch_add(out.failed);
         if (out.failed > 0) refused(out.failed, out.error);
+        if (done == batch.size()) database_up_.store(true); // before flush() can see the rows gone
         batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done));
         release(done);
         return out.error.empty() ? std::string("the database did not take the rows") : out.error;

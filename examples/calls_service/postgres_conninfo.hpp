@@ -59,16 +59,16 @@ public:
 
     /// The connection string itself: it holds the password, never log it.
     const std::string& text() const noexcept { return text_; }
-    /// The connection string with every password replaced by `***`: safe to log.
+    /// The connection string with every password replaced by `***`, control bytes escaped, at
+    /// most 500 bytes: safe to log.
     const std::string& masked() const noexcept { return masked_; }
     /// The string's own `connect_timeout`, else 5 s: how long one connection attempt may take.
     std::chrono::seconds connect_timeout() const noexcept { return connect_timeout_; }
 
-    /// `message` (from libpq or the server) with every piece of a password in it masked, on one line.
+    /// `message` (from libpq or the server) with every piece of a password in it masked, on one
+    /// printable line.
     std::string scrub(std::string_view message) const {
-        std::string out = one_line(message);
-        for (const auto& s : secrets_) // longest first
-            if (s.size() >= 3) replace_all(out, s, "***");
+        const std::string out = hide_secrets(one_line(message), 3);
         // libpq quotes what it could not parse; a quoted piece of a password (or a text holding
         // one) is masked however short it is.
         std::string result;
@@ -84,7 +84,7 @@ public:
             pos = close + 1;
         }
         result.append(out, std::min(pos, out.size()), std::string::npos);
-        return result;
+        return printable(result);
     }
 
     static bool is_postgres_uri(std::string_view text) {
@@ -102,9 +102,10 @@ private:
             if (!merged.empty() && r.first <= merged.back().second) merged.back().second = std::max(merged.back().second, r.second);
             else merged.push_back(r);
         }
-        masked_ = text_;
+        std::string masked = text_;
         for (auto it = merged.rbegin(); it != merged.rend(); ++it)
-            masked_.replace(it->first, it->second - it->first, "***");
+            masked.replace(it->first, it->second - it->first, "***");
+        masked_ = printable(masked);
         std::sort(secrets_.begin(), secrets_.end(),
                   [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
     }
@@ -122,18 +123,49 @@ private:
         return out;
     }
 
-    static void replace_all(std::string& s, std::string_view what, std::string_view with) {
-        for (auto p = s.find(what); p != std::string::npos; p = s.find(what, p + with.size()))
-            s.replace(p, what.size(), with);
+    /// Control bytes as \xNN (a quoted string can hold any), at most 500 bytes: one log line.
+    static std::string printable(std::string_view s) {
+        static constexpr char hex[] = "0123456789abcdef";
+        std::string out;
+        for (std::size_t i = 0; i < s.size() && i < 500; ++i) {
+            const auto c = static_cast<unsigned char>(s[i]);
+            if (c < 0x20 || c == 0x7f) {
+                out += "\\x";
+                out += hex[c >> 4];
+                out += hex[c & 0xf];
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+        if (s.size() > 500) out += "...";
+        return out;
     }
 
-    std::string mask_quoted(std::string quoted) const {
-        if (quoted.empty() || quoted == "***") return quoted;
-        for (const auto& s : secrets_) {
-            if (s.find(quoted) != std::string::npos) return "***";
-            if (quoted.find(s) != std::string::npos) replace_all(quoted, s, "***");
+    /// `s` with every occurrence of a secret of at least `min_size` bytes hidden, each run of
+    /// hidden bytes shown as one `***` (marked first, then written once: never compounding).
+    std::string hide_secrets(std::string_view s, std::size_t min_size) const {
+        std::vector<char> hidden(s.size(), 0);
+        for (const auto& secret : secrets_) {
+            if (secret.size() < min_size) continue;
+            std::size_t done = 0; // overlapping occurrences: each byte marked once
+            for (auto p = s.find(secret); p != std::string_view::npos; p = s.find(secret, p + 1)) {
+                for (auto i = std::max(p, done); i < p + secret.size(); ++i) hidden[i] = 1;
+                done = p + secret.size();
+            }
         }
-        return quoted;
+        std::string out;
+        for (std::size_t i = 0; i < s.size(); ++i) {
+            if (!hidden[i]) out += s[i];
+            else if (i == 0 || !hidden[i - 1]) out += "***";
+        }
+        return out;
+    }
+
+    std::string mask_quoted(const std::string& quoted) const {
+        if (quoted.empty()) return quoted;
+        for (const auto& s : secrets_)
+            if (s.find(quoted) != std::string::npos) return "***";
+        return hide_secrets(quoted, 1);
     }
 
     static bool looks_like_url(std::string_view t) {
@@ -179,17 +211,19 @@ private:
             if (colon < p) add_secret(colon + 1, p, percent_decoded(std::string_view(text_).substr(colon + 1, p - colon - 1)));
             hosts = p + 1;
         }
-        auto q = text_.find('?', hosts);
+        auto q = text_.find('?', hosts); // libpq decodes query keys too: `pass%77ord=` is a password
         while (q != std::string::npos && q < text_.size()) {
             const auto key_start = q + 1;
             auto amp = text_.find('&', key_start);
             const auto end = amp == std::string::npos ? text_.size() : amp;
             const auto eq = text_.find('=', key_start);
-            if (eq < end && is_password_key(std::string_view(text_).substr(key_start, eq - key_start)))
-                add_secret(eq + 1, end, percent_decoded(std::string_view(text_).substr(eq + 1, end - eq - 1)));
-            else if (eq < end && std::string_view(text_).substr(key_start, eq - key_start) == "dbname" &&
-                     is_postgres_uri(std::string_view(text_).substr(eq + 1, end - eq - 1)))
-                add_secret(eq + 1, end, {}); // a whole URI inside: hide it all
+            if (eq < end) {
+                const auto key = percent_decoded(std::string_view(text_).substr(key_start, eq - key_start));
+                const auto value = std::string_view(text_).substr(eq + 1, end - eq - 1);
+                if (is_password_key(key)) add_secret(eq + 1, end, percent_decoded(value));
+                else if (key == "dbname" && is_postgres_uri(percent_decoded(value)))
+                    add_secret(eq + 1, end, {}); // a whole URI inside: hide it all
+            }
             q = amp;
         }
     }
@@ -218,6 +252,7 @@ private:
             if (i >= n) break;
             const auto key_start = i;
             while (i < n && text_[i] != '=' && !is_space(text_[i])) ++i;
+            if (i == key_start) ++i; // "=" with no keyword: step over it (libpq refuses it anyway)
             const auto key = std::string_view(text_).substr(key_start, i - key_start);
             auto j = i;
             while (j < n && is_space(text_[j])) ++j;
