@@ -186,7 +186,7 @@ int serve(Backend backend, std::string_view backend_desc, const settings& s, cal
         run_io(ioc, s.service.threads);
     }
     srv.reset(); // handlers still queued die with the io_context, and with them any guard
-    log.flush(std::chrono::seconds(2));
+    // The call log's destructor (last: it was made first) gives its writer 2 s to finish.
     fmt::print(stderr, "[SERVICE] stopped; active_calls={}\n", limiter.status().active_calls);
     return 0;
 }
