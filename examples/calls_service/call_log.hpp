@@ -94,7 +94,11 @@ public:
         try {
             if (row.at == std::chrono::system_clock::time_point{}) row.at = std::chrono::system_clock::now();
             std::lock_guard lk(mu_);
-            if (held_ >= options_.queue_limit || writer_done_) {
+            if (writer_done_) { // destroyed: nothing will write it
+                dropped_.fetch_add(1);
+                return;
+            }
+            if (held_ >= options_.queue_limit) {
                 dropped_.fetch_add(1);
                 ++burst_dropped_;
                 burst_starts = !dropping_;

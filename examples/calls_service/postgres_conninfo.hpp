@@ -106,8 +106,6 @@ private:
         for (auto it = merged.rbegin(); it != merged.rend(); ++it)
             masked.replace(it->first, it->second - it->first, "***");
         masked_ = printable(masked);
-        std::sort(secrets_.begin(), secrets_.end(),
-                  [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
     }
 
     static std::string one_line(std::string_view s) {
