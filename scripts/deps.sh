@@ -9,8 +9,9 @@ packages=(
   doctest-dev libbenchmark-dev           # tests, benchmarks
   clang libclang-rt-14-dev               # sanitizer and fuzzing runtimes
   redis-server redis-tools               # real servers for the Redis tests, redis-benchmark
+  postgresql libpq-dev                   # the PostgreSQL call log (libpq) and a real server for its tests
   libboost-dev libssl-dev libsqlite3-dev nlohmann-json3-dev   # the example service
-  prometheus                             # promtool checks /metrics
+  prometheus                             # promtool checks /metrics and tests the alerting rules
   curl procps psmisc                     # scripts and process control
 )
 
@@ -32,10 +33,12 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The distribution's redis-server service is not ours: tests start their own servers.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  systemctl stop redis-server || true
-fi
+# The distribution's redis-server and postgresql services are not ours: tests start their own servers.
+for service in redis-server postgresql; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service" || true
+  fi
+done
 # Twilio's official helper library, only for the service tests' signature vectors (npm registry).
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [[ ! -d "$root/tests/service/node/node_modules/twilio" ]]; then

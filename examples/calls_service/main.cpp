@@ -1,10 +1,14 @@
 // calls_service: Twilio webhooks and Media Streams guarded by callguard.
 // REDIS_URL set: the cap is shared with every instance on that Redis; unset: in-memory.
+// CALLS_DB_URL set: the call log is shared in PostgreSQL; unset: SQLite at CALLS_DB_PATH.
 #include "server.hpp"
 #include "sqlite_store.hpp"
 
 #if CALLS_SERVICE_WITH_REDIS // set by CMake: callguard::redis exists (CALLGUARD_WITH_REDIS=ON)
 #include <callguard/backends/redis.hpp>
+#endif
+#ifdef CALLS_SERVICE_WITH_POSTGRES
+#include "postgres_store.hpp"
 #endif
 
 #include <fmt/core.h>
@@ -24,6 +28,75 @@ struct settings {
     callguard::twilio::twiml_options twiml;
     calls::service_config service;
 };
+
+/// Where the call log goes: how to open its store (on the writer thread) and what to print.
+struct call_log_target {
+    calls::call_log::store_factory make_store;
+    std::string description;
+};
+
+void print_log_line(const std::string& msg) { fmt::print(stderr, "[SERVICE] call log: {}\n", msg); }
+
+/// A store opened by the writer (again) after finding the tables missing or old says so.
+template <class Store>
+std::unique_ptr<calls::call_store> announced(std::unique_ptr<Store> store) {
+    if (store->found_version() < calls::schema::latest_version)
+        print_log_line(fmt::format("tables migrated from schema version {} to {}", store->found_version(),
+                                   calls::schema::latest_version));
+    return store;
+}
+
+#ifdef CALLS_SERVICE_WITH_POSTGRES
+/// Connects once at start (bounded by connect_timeout) and creates or migrates the tables, so a
+/// bad password, an unknown database or missing privileges stop the service with a clear error.
+/// A server that does not answer is not a configuration error: the service starts, and the
+/// writer keeps trying while rows wait in the queue.
+void check_postgres_at_start(const calls::postgres_conninfo& info) {
+    try {
+        calls::postgres_store probe(info);
+        print_log_line(fmt::format("PostgreSQL {} (schema version {}{})", info.masked(), calls::schema::latest_version,
+                                   probe.found_version() < calls::schema::latest_version
+                                       ? fmt::format(", migrated from {}", probe.found_version())
+                                       : std::string()));
+    } catch (const calls::postgres_error& e) {
+        bool refused = false;
+        if (e.where() == calls::postgres_error::stage::connect) {
+            // The server answered but would not take us (password, database, role, pg_hba):
+            // PQPING_OK means "up and accepting connections", whatever our credentials.
+            const char* keys[] = {"connect_timeout", "dbname", nullptr};
+            const auto timeout = std::to_string(info.connect_timeout().count());
+            const char* values[] = {timeout.c_str(), info.text().c_str(), nullptr};
+            refused = PQpingParams(keys, values, 1) == PQPING_OK;
+        } else {
+            refused = !calls::postgres_transient(e.sqlstate());
+        }
+        if (refused) throw callguard::config_error("CALLS_DB_URL", info.masked(), e.what());
+        print_log_line(fmt::format("database unavailable at start ({}): {}; calls are served and rows wait in the "
+                                   "queue until it answers",
+                                   info.masked(), e.what()));
+    }
+}
+#endif
+
+/// PostgreSQL when CALLS_DB_URL is set (checked now), else SQLite at CALLS_DB_PATH.
+call_log_target call_log_target_from(const calls::service_config& sc) {
+    if (!sc.db_url.empty()) {
+#ifdef CALLS_SERVICE_WITH_POSTGRES
+        auto info = calls::postgres_conninfo::parse("CALLS_DB_URL", sc.db_url);
+        check_postgres_at_start(info);
+        auto desc = info.masked();
+        return {[info = std::move(info)](std::stop_token stop) {
+                    return announced(std::make_unique<calls::postgres_store>(info, std::move(stop)));
+                },
+                std::move(desc)};
+#else
+        throw callguard::config_error("CALLS_DB_URL", "(not shown)",
+                                      "this build has no PostgreSQL call log (built without libpq)");
+#endif
+    }
+    return {[path = sc.db_path](std::stop_token) { return announced(std::make_unique<calls::sqlite_store>(path)); },
+            "sqlite:" + sc.db_path};
+}
 
 /// Call log rows for the limiter's decisions. The observer runs on the deciding thread, so it
 /// only queues; the call log's own thread writes. (A call's end is logged by the status
@@ -46,18 +119,19 @@ callguard::event_observer call_log_observer(calls::call_log& log) {
     };
 }
 
-void print_listening(std::uint16_t port, std::string_view backend, const settings& s) {
+void print_listening(std::uint16_t port, std::string_view backend, const settings& s, std::string_view db) {
     const auto& lc = s.limiter;
     const auto& sc = s.service;
     fmt::print(stderr,
                "[SERVICE] calls_service listening on http://{}:{} backend={} max_active_calls={} "
                "slot_ttl={}s behavior={} fail_mode={} log_level={} tenants={} signature_check={} "
-               "public_base_url={} db={} threads={}\n",
+               "public_base_url={} db={} db_queue_limit={} threads={}\n",
                sc.host, port, backend, lc.max_active_calls, lc.slot_ttl.count(),
                callguard::to_string(lc.behavior), callguard::to_string(lc.fail_mode),
                callguard::to_string(lc.log_level), lc.tenant_limits.size(),
                sc.auth_token.empty() ? "off" : "on",
-               sc.public_base_url.empty() ? "(from Host header)" : sc.public_base_url, sc.db_path, sc.threads);
+               sc.public_base_url.empty() ? "(from Host header)" : sc.public_base_url, db, sc.db_queue_limit,
+               sc.threads);
 }
 
 /// Graceful stop on SIGINT/SIGTERM: stop accepting, close the media sockets (their guards
@@ -89,10 +163,11 @@ void run_io(calls::net::io_context& ioc, unsigned n) {
 }
 
 template <class Backend>
-int serve(Backend backend, std::string_view backend_desc, const settings& s) {
+int serve(Backend backend, std::string_view backend_desc, const settings& s, call_log_target target) {
     using limiter_type = callguard::capacity_limiter<Backend>;
-    calls::call_log log([path = s.service.db_path] { return std::make_unique<calls::sqlite_store>(path); },
-                        [](const std::string& msg) { fmt::print(stderr, "[SERVICE] call log: {}\n", msg); });
+    calls::call_log_options log_options;
+    log_options.queue_limit = s.service.db_queue_limit;
+    calls::call_log log(std::move(target.make_store), print_log_line, log_options);
     limiter_type limiter(std::move(backend), s.limiter, {callguard::stderr_sink(), call_log_observer(log)});
     calls::webhooks<limiter_type> hooks(limiter, s.service, s.twiml, log);
 
@@ -105,24 +180,25 @@ int serve(Backend backend, std::string_view backend_desc, const settings& s) {
         fmt::print(stderr, "[SERVICE] cannot listen on {}:{}: {}\n", s.service.host, s.service.port, e.what());
         return 1;
     }
-    print_listening(port, backend_desc, s);
+    print_listening(port, backend_desc, s, target.description);
     {
         graceful_stop stop(ioc, *srv);
         run_io(ioc, s.service.threads);
     }
     srv.reset(); // handlers still queued die with the io_context, and with them any guard
-    log.flush(std::chrono::seconds(2));
+    // The call log's destructor (last: it was made first) gives its writer 2 s to finish.
     fmt::print(stderr, "[SERVICE] stopped; active_calls={}\n", limiter.status().active_calls);
     return 0;
 }
 
 int serve_from_env(const settings& s, const callguard::env_reader& env) {
+    auto target = call_log_target_from(s.service);
     if (auto url = env.text("REDIS_URL")) {
 #if CALLS_SERVICE_WITH_REDIS
         auto ro = callguard::redis_options::from_env();
         auto desc = fmt::format("redis url={} prefix={{{}}} timeout={}ms", callguard::masked_url(*url),
                                 ro.key_prefix, ro.command_timeout.count());
-        return serve(callguard::redis_backend(std::move(ro)), desc, s);
+        return serve(callguard::redis_backend(std::move(ro)), desc, s, std::move(target));
 #else
         fmt::print(stderr, "[SERVICE] configuration error: REDIS_URL is set, but this calls_service "
                            "was built without Redis (CALLGUARD_WITH_REDIS=OFF): unset REDIS_URL to "
@@ -130,7 +206,7 @@ int serve_from_env(const settings& s, const callguard::env_reader& env) {
         return 2;
 #endif
     }
-    return serve(callguard::memory_backend{}, "memory", s);
+    return serve(callguard::memory_backend{}, "memory", s, std::move(target));
 }
 
 } // namespace

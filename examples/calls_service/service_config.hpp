@@ -20,7 +20,9 @@ struct service_config {
     std::uint16_t port = 5050;             ///< PORT (0: any free port, printed at start-up)
     std::string public_base_url;           ///< PUBLIC_BASE_URL, e.g. https://calls.example.com
     std::string auth_token;                ///< TWILIO_AUTH_TOKEN: when set, signatures are checked
-    std::string db_path = "calls.db";      ///< CALLS_DB_PATH
+    std::string db_path = "calls.db";      ///< CALLS_DB_PATH: the SQLite call log
+    std::string db_url;                    ///< CALLS_DB_URL: PostgreSQL instead (holds a password: never log)
+    std::size_t db_queue_limit = 10000;    ///< CALLS_DB_QUEUE_LIMIT: call log rows waiting for the database
     std::map<std::string, std::string, std::less<>> tenant_by_number; ///< CALLS_TENANT_BY_NUMBER
     std::chrono::seconds refresh_interval{60}; ///< CALLS_REFRESH_SECONDS: media streams refresh their slot
     std::chrono::seconds read_timeout{10};     ///< CALLS_HTTP_READ_TIMEOUT_SECONDS
@@ -45,6 +47,9 @@ struct service_config {
         }
         if (auto v = env.get("TWILIO_AUTH_TOKEN")) c.auth_token = *v;
         if (auto v = env.get("CALLS_DB_PATH"); v && !v->empty()) c.db_path = *v;
+        if (auto v = env.get("CALLS_DB_URL")) c.db_url = *v; // checked by the store (libpq's parser)
+        if (auto v = env.get("CALLS_DB_QUEUE_LIMIT"))
+            c.db_queue_limit = static_cast<std::size_t>(callguard::parse_positive("CALLS_DB_QUEUE_LIMIT", *v, 10'000'000));
         if (auto v = env.get("CALLS_TENANT_BY_NUMBER")) {
             for (auto [number, tenant] : callguard::parse_key_values("CALLS_TENANT_BY_NUMBER", *v, "+number=tenant")) {
                 if (!callguard::tenant_problem(tenant).empty())

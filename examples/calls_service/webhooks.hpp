@@ -174,12 +174,20 @@ private:
 
     reply metrics() {
         auto text = limiter_.metrics_text();
-        text += "# HELP callguard_call_log_dropped_total Call log rows dropped because the queue was full.\n"
-                "# TYPE callguard_call_log_dropped_total counter\n"
-                "callguard_call_log_dropped_total " + std::to_string(log_.dropped()) + "\n"
-                "# HELP callguard_call_log_failed_total Call log rows the database refused.\n"
-                "# TYPE callguard_call_log_failed_total counter\n"
-                "callguard_call_log_failed_total " + std::to_string(log_.failed()) + "\n";
+        auto metric = [&](const char* name, const char* type, const char* help, std::uint64_t value) {
+            text += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+                    std::to_string(value) + "\n";
+        };
+        metric("callguard_call_log_dropped_total", "counter",
+               "Call log rows dropped because the queue was full (CALLS_DB_QUEUE_LIMIT).", log_.dropped());
+        metric("callguard_call_log_failed_total", "counter", "Call log rows the database refused for good.",
+               log_.failed());
+        metric("callguard_call_log_written_total", "counter", "Call log rows written to the database.",
+               log_.written());
+        metric("callguard_call_log_queued", "gauge", "Call log rows waiting for the database.", log_.queued());
+        metric("callguard_call_log_database_up", "gauge",
+               "1 when the call log's last attempt to reach its database worked, 0 while it retries.",
+               log_.database_up() ? 1 : 0);
         return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(text)};
     }
 
