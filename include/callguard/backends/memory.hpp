@@ -229,12 +229,10 @@ private:
 
         bool maybe_expired(rep now) const noexcept { return next_expiry.load() <= now; }
 
-        /// After a reservation: is a line operation under way or anyone waiting? (The fence
-        /// pairs with the one in `line_lock`.)
-        bool line_announced() const noexcept {
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            return waiters.load(std::memory_order_relaxed) != 0;
-        }
+        /// After a reservation: is a line operation under way or anyone waiting? The
+        /// reservation and this load, and `line_lock`'s increment and its reads of the counts,
+        /// are all sequentially consistent: of two racing sides, one sees the other.
+        bool line_announced() const noexcept { return waiters.load() != 0; }
 
         // Called with sh.mu held.
         void insert(shard& sh, std::string_view id, slot s) {
@@ -380,7 +378,6 @@ private:
     public:
         line_lock(state& s, rep now) : st_(s), lk_(s.line_mu) {
             st_.waiters.fetch_add(1);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
             st_.line.purge(now);
         }
         ~line_lock() { st_.waiters.store(static_cast<std::int64_t>(st_.line.size())); }
