@@ -82,7 +82,7 @@ TEST_CASE("redis: the waiting room's keys share the hash tag, tickets order the 
         CHECK(srv.integer({"EXISTS", base + key}) == 0);
 }
 
-TEST_CASE("redis: every waiting-room operation is one EVALSHA; acquire adds one EXISTS when nobody waits") {
+TEST_CASE("redis: every waiting-room operation is one EVALSHA, acquire adds one EXISTS when nobody waits") {
     auto l = make_waiting(test::unique_prefix("line-rtt"), 1);
     REQUIRE(l->acquire("CA-h"));
     l->enqueue("CA-warm");
