@@ -134,6 +134,8 @@ public:
             auto r = take_slot(as_slot, now, false);
             if (r && r->state == slot_state::acquired)
                 return {wait_state::acquired, 0, lk.size(), r->active, {}, false};
+            if (r && r->state == slot_state::already_held) // a racing acquire of the same call
+                return {wait_state::already_held, 0, lk.size(), r->active, {}, false};
         }
         if (req.max_length > 0 && lk.size() >= req.max_length)
             return {wait_state::full, 0, lk.size(), st.active.load(), {}, false};
