@@ -1,4 +1,5 @@
 #include "contract/limiter_contract.hpp"
+#include "contract/waiting_room_contract.hpp"
 
 #include <callguard/backends/memory.hpp>
 
@@ -14,3 +15,4 @@ struct memory_fixture {
 } // namespace
 
 CALLGUARD_LIMITER_CONTRACT(memory_fixture);
+CALLGUARD_WAITING_ROOM_CONTRACT(memory_fixture);

@@ -32,6 +32,7 @@ struct acquire_result {
     std::int64_t active = 0; ///< active slots after the decision (best known value when degraded)
     std::int64_t max = 0;    ///< the global cap
     bool tenant_limited = false; ///< rejected by the tenant's cap, not by the global one
+    bool waiters_ahead = false;  ///< rejected: the free slots belong to callers in line
 
     /// True when the call may go ahead (a slot was taken, is held, or the limiter failed open).
     constexpr bool admitted() const noexcept {

@@ -23,6 +23,7 @@ enum class slot_state {
     already_held,    ///< the call was already a member (its expiry was pushed to now + ttl)
     rejected,        ///< global cap reached
     rejected_tenant, ///< tenant cap reached
+    rejected_queue,  ///< the free slots belong to callers already waiting (`waiting_room.hpp`)
 };
 
 struct slot_reply {
@@ -42,7 +43,8 @@ struct release_reply {
 ///    push its expiry to now + ttl and answer `already_held` (even when full); else if the global
 ///    count is below `req.max_active` and (when `req.tenant_max > 0`) the tenant's count is below
 ///    it, add the slot with expiry now + ttl and answer `acquired`; else `rejected` /
-///    `rejected_tenant`. A slot remembers its tenant until it is released or expires.
+///    `rejected_tenant`. A slot remembers its tenant until it is released or expires. (A backend
+///    that also keeps a waiting room puts callers already waiting first: `waiting_room.hpp`.)
 /// 2. `b.release(call_id)` -> `release_reply`: remove the slot if held; idempotent.
 /// 3. `b.refresh(call_id, ttl)` -> `bool`: push a held slot's expiry to now + ttl; false if not held
 ///    (never re-creates an expired or released slot).

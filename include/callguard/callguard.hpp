@@ -1,6 +1,7 @@
 #pragma once
 
-/// Umbrella header: the limiter, its configuration, the in-memory backend, status and metrics.
+/// Umbrella header: the limiter, its configuration, the in-memory backend, status and metrics,
+/// and the waiting room's types.
 /// The Redis backend (needs hiredis) is `<callguard/backends/redis.hpp>`; TwiML helpers are
 /// `<callguard/twilio/twiml.hpp>`.
 
@@ -17,3 +18,6 @@
 #include "status.hpp"
 #include "validation.hpp"
 #include "version.hpp"
+#include "wait_metrics.hpp"
+#include "wait_result.hpp"
+#include "waiting_room.hpp"

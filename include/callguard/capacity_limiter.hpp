@@ -11,6 +11,9 @@
 #include "slot_guard.hpp"
 #include "status.hpp"
 #include "validation.hpp"
+#include "wait_metrics.hpp"
+#include "wait_result.hpp"
+#include "waiting_room.hpp"
 #include "detail/logger.hpp"
 #include "detail/striped_counters.hpp"
 
@@ -18,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -182,8 +186,120 @@ public:
 
     /// Status and counters in Prometheus text format.
     std::string metrics_text(std::string_view prefix = "callguard") {
-        return to_prometheus(status(), counters(), prefix);
+        auto text = to_prometheus(status(), counters(), prefix);
+        if constexpr (waiting_room_backend<Backend>)
+            text += to_prometheus(queue_status(), queue_counters(), wait_histogram_.read(), prefix);
+        return text;
     }
+
+    // --- the waiting room (backends that model `waiting_room_backend`) ----------------------
+
+    /// Puts `call_id` in line for a slot, or gives it one at once when a slot is free and no
+    /// caller in line can take it (`acquired`). Otherwise `queued` (at the back, with its
+    /// position), or `full` when `max_length` callers already wait. A call already in line gets
+    /// `waiting` (its place is kept), one holding a slot `already_held`.
+    /// Throws `std::invalid_argument` for a malformed call id or tenant or a `max_length` below 1.
+    wait_result enqueue(std::string_view call_id, std::string_view tenant = {},
+                        std::int64_t max_length = default_queue_max_length)
+        requires waiting_room_backend<Backend>
+    {
+        validate_call_id(call_id);
+        validate_tenant(tenant);
+        if (max_length < 1)
+            throw std::invalid_argument("max_length must be at least 1: " + std::to_string(max_length));
+        return wait_turn(wait_request_for(call_id, tenant, true, max_length));
+    }
+
+    /// One poll of a call in line (call it on every Twilio `waitUrl` request): `dequeued` when it
+    /// is first in line (it now holds a slot: let it in), else `waiting` with its position (its
+    /// waiter TTL is pushed to now + `waiter_ttl`). `already_held` after an earlier admission,
+    /// `not_waiting` when the call is not in line (it left, or was dropped after `waiter_ttl`).
+    /// `tenant` is used only if the call has to join the line again (after a `fail_mode::local`
+    /// outage). Throws `std::invalid_argument` for a malformed call id or tenant.
+    wait_result poll(std::string_view call_id, std::string_view tenant = {})
+        requires waiting_room_backend<Backend>
+    {
+        validate_call_id(call_id);
+        validate_tenant(tenant);
+        return wait_turn(wait_request_for(call_id, tenant, false, 0));
+    }
+
+    /// Takes `call_id` out of the line without a slot (the caller hung up: `leave_reason::left`;
+    /// the application's longest wait passed: `leave_reason::timeout`). Idempotent, `noexcept`:
+    /// `left` is true if the call was in line. If the backend cannot answer, the waiter is
+    /// dropped by its `waiter_ttl` instead.
+    leave_result leave_queue(std::string_view call_id, leave_reason reason = leave_reason::left) noexcept
+        requires waiting_room_backend<Backend>
+    {
+        if (!call_id_problem(call_id).empty()) return {};
+        leave_reply r;
+        if (local_) {
+            try {
+                r = local_->leave_line(call_id);
+            } catch (...) {
+            }
+        }
+        try {
+            auto b = backend_.leave_line(call_id);
+            on_backend_success();
+            if (b.left || !r.left) r = b;
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+        } catch (...) {
+            count(counter::backend_errors);
+        }
+        if (!r.left) {
+            log_.log(log_level::debug, "[CAPACITY] LEAVE_NOOP call_id={}", call_id);
+            return {false, 0, {}, r.waiting};
+        }
+        const bool timeout = reason == leave_reason::timeout;
+        count_queue(timeout ? queue_counter::timeouts : queue_counter::left);
+        if (timeout)
+            log_.log(log_level::warning,
+                     "[CAPACITY] QUEUE_TIMEOUT call_id={} position={} waited_ms={} waiting={}",
+                     call_id, r.position, r.waited.count(), r.waiting);
+        else
+            log_.log(log_level::info,
+                     "[CAPACITY] QUEUE_LEFT call_id={} position={} waited_ms={} waiting={}",
+                     call_id, r.position, r.waited.count(), r.waiting);
+        capacity_event ev = backend_event(timeout ? event_kind::queue_timeout : event_kind::queue_left);
+        ev.call_id = call_id;
+        ev.position = r.position;
+        ev.waiting = r.waiting;
+        ev.waited = r.waited;
+        notify(ev);
+        return {true, r.position, r.waited, r.waiting};
+    }
+
+    /// Callers in line and the longest wait; the last known numbers (and `backend_healthy`
+    /// false) while the backend cannot answer.
+    waiting_room_status queue_status() requires waiting_room_backend<Backend> {
+        waiting_room_status s;
+        try {
+            auto r = backend_.line_status();
+            on_backend_success();
+            s.waiting = r.waiting;
+            s.longest_wait = r.longest_wait;
+            s.backend_healthy = backend_.healthy();
+            last_waiting_.store(r.waiting, std::memory_order_relaxed);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+            s.backend_healthy = false;
+            s.waiting = last_waiting_.load(std::memory_order_relaxed);
+            if (local_) s.waiting = std::max(s.waiting, local_->line_status().waiting);
+        }
+        return s;
+    }
+
+    /// Waiting-room totals since construction, for metrics.
+    callguard::queue_counters queue_counters() const noexcept {
+        auto get = [this](queue_counter c) { return queue_counts_.get(static_cast<std::size_t>(c)); };
+        return {get(queue_counter::queued), get(queue_counter::dequeued),
+                get(queue_counter::full), get(queue_counter::left), get(queue_counter::timeouts)};
+    }
+
+    /// How long admitted waiters waited (the `queue_wait_seconds` histogram).
+    wait_histogram::snapshot queue_wait_histogram() const noexcept { return wait_histogram_.read(); }
 
     const limiter_config& config() const noexcept { return config_; }
     Backend& backend() noexcept { return backend_; }
@@ -221,9 +337,11 @@ private:
             return {acquire_outcome::already_held, reply.active, max};
         case slot_state::rejected:
         case slot_state::rejected_tenant:
+        case slot_state::rejected_queue:
             break;
         }
         const bool by_tenant = reply.state == slot_state::rejected_tenant;
+        const bool by_line = reply.state == slot_state::rejected_queue;
         count(counter::rejected);
         if (by_tenant)
             log_.log(log_level::warning,
@@ -232,12 +350,165 @@ private:
                      req.call_id, reply.active, max, req.tenant, req.tenant_max,
                      local_suffix(local));
         else
-            log_.log(log_level::warning, "[CAPACITY] REJECTED call_id={} active_calls={} max={}{}{}",
-                     req.call_id, reply.active, max, tenant_suffix(req.tenant), local_suffix(local));
+            log_.log(log_level::warning, "[CAPACITY] REJECTED call_id={} active_calls={} max={}{}{}{}",
+                     req.call_id, reply.active, max, tenant_suffix(req.tenant),
+                     detail::optional_field{"reason", by_line ? "waiters_ahead" : ""},
+                     local_suffix(local));
         auto ev = call_event(event_kind::rejected, req, reply.active, local);
         ev.tenant_limited = by_tenant;
+        ev.waiters_ahead = by_line;
         notify(ev);
-        return {acquire_outcome::rejected, reply.active, max, by_tenant};
+        return {acquire_outcome::rejected, reply.active, max, by_tenant, by_line};
+    }
+
+    // --- the waiting room's internals -------------------------------------------------------
+
+    enum class queue_counter : std::size_t { queued, dequeued, full, left, timeouts, count_ };
+    void count_queue(queue_counter c) noexcept { queue_counts_.add(static_cast<std::size_t>(c)); }
+
+    wait_request wait_request_for(std::string_view call_id, std::string_view tenant, bool join,
+                                  std::int64_t max_length) const {
+        return {call_id, tenant, config_.max_active_calls, config_.tenant_limit(tenant), ttl(),
+                std::chrono::duration_cast<std::chrono::milliseconds>(config_.waiter_ttl), join,
+                max_length};
+    }
+
+    wait_result wait_turn(const wait_request& req) {
+        wait_reply reply;
+        try {
+            reply = backend_.wait_turn(req);
+            if (local_) reply = settle_local_waiter(req, reply);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+            return wait_without_backend(req);
+        }
+        on_backend_success();
+        return wait_decided(req, reply, false);
+    }
+
+    /// `fail_mode::local` after an outage: a call that waited in the in-process line leaves it;
+    /// if the shared line does not know the call, it joins that line at the back.
+    wait_reply settle_local_waiter(const wait_request& req, const wait_reply& reply) {
+        if (!local_->leave_line(req.call_id).left || reply.state != wait_state::not_waiting)
+            return reply;
+        wait_request rejoin = req;
+        rejoin.join = true;
+        rejoin.max_length = 0;
+        return backend_.wait_turn(rejoin);
+    }
+
+    wait_result wait_without_backend(const wait_request& req) {
+        const auto max = config_.max_active_calls;
+        const auto known = last_active_.load(std::memory_order_relaxed);
+        const auto waiting = last_waiting_.load(std::memory_order_relaxed);
+        const slot_request as_slot{req.call_id, req.tenant, req.max_active, req.tenant_max,
+                                   req.slot_ttl};
+        switch (config_.fail_mode) {
+        case fail_mode::open:
+            count(counter::admitted_fail_open);
+            log_.log(log_level::warning, "[CAPACITY] FAIL_OPEN call_id={} backend={}", req.call_id,
+                     backend_.name());
+            notify(call_event(event_kind::admitted_fail_open, as_slot, known));
+            return {wait_outcome::admitted_fail_open, 0, waiting, known, max, {}, false};
+        case fail_mode::closed:
+            if (!req.join) {
+                log_.log(log_level::info, "[CAPACITY] WAITING_FAIL_CLOSED call_id={} backend={}",
+                         req.call_id, backend_.name());
+                return {wait_outcome::waiting_fail_closed, 0, waiting, known, max, {}, false};
+            }
+            count(counter::rejected_fail_closed);
+            log_.log(log_level::warning, "[CAPACITY] FAIL_CLOSED call_id={} backend={}",
+                     req.call_id, backend_.name());
+            notify(call_event(event_kind::rejected_fail_closed, as_slot, known));
+            return {wait_outcome::rejected_fail_closed, 0, waiting, known, max, {}, false};
+        case fail_mode::local:
+            break;
+        }
+        wait_request local_req = req;
+        if (config_.local_max_active_calls > 0) local_req.max_active = config_.local_max_active_calls;
+        auto reply = local_->wait_turn(local_req);
+        if (reply.state == wait_state::not_waiting) { // in the shared line before the outage
+            local_req.join = true;
+            local_req.max_length = 0;
+            reply = local_->wait_turn(local_req);
+        }
+        return wait_decided(req, reply, true);
+    }
+
+    /// Logs, counts and reports one waiting-room decision. A poll that had to join the line
+    /// again (a `local` fallback) reads as a poll: `waiting` or `dequeued`.
+    wait_result wait_decided(const wait_request& req, wait_reply reply, bool local) {
+        if (!req.join && reply.state == wait_state::queued) reply.state = wait_state::waiting;
+        if (!req.join && reply.state == wait_state::acquired) reply.state = wait_state::admitted;
+        if (!local) last_waiting_.store(reply.waiting, std::memory_order_relaxed);
+        const auto max = config_.max_active_calls;
+        wait_result out{wait_outcome::not_waiting, reply.position, reply.waiting, reply.active,
+                        max, reply.waited, reply.tenant_limited};
+        const slot_request as_slot{req.call_id, req.tenant, req.max_active, req.tenant_max,
+                                   req.slot_ttl};
+        auto event = [&](event_kind kind) {
+            auto ev = call_event(kind, as_slot, reply.active, local);
+            ev.position = reply.position;
+            ev.waiting = reply.waiting;
+            ev.waited = reply.waited;
+            notify(ev);
+        };
+        switch (reply.state) {
+        case wait_state::acquired:
+            count(counter::acquired);
+            log_.log(log_level::info, "[CAPACITY] ACQUIRED call_id={} active_calls={}/{}{}{}",
+                     req.call_id, reply.active, max, tenant_suffix(req.tenant), local_suffix(local));
+            event(event_kind::acquired);
+            out.outcome = wait_outcome::acquired;
+            break;
+        case wait_state::admitted:
+            count(counter::acquired);
+            count_queue(queue_counter::dequeued);
+            wait_histogram_.observe(reply.waited);
+            log_.log(log_level::info,
+                     "[CAPACITY] DEQUEUED call_id={} waited_ms={} active_calls={}/{}{}",
+                     req.call_id, reply.waited.count(), reply.active, max, local_suffix(local));
+            event(event_kind::dequeued);
+            out.outcome = wait_outcome::dequeued;
+            break;
+        case wait_state::already_held:
+            count(counter::already_held);
+            log_.log(log_level::debug, "[CAPACITY] ALREADY_HELD call_id={} active_calls={}/{}{}",
+                     req.call_id, reply.active, max, local_suffix(local));
+            event(event_kind::already_held);
+            out.outcome = wait_outcome::already_held;
+            break;
+        case wait_state::queued:
+            count_queue(queue_counter::queued);
+            log_.log(log_level::warning, "[CAPACITY] QUEUED call_id={} position={} waiting={}{}{}{}",
+                     req.call_id, reply.position, reply.waiting, tenant_suffix(req.tenant),
+                     detail::optional_field{"held_by", reply.tenant_limited ? "tenant_cap" : ""},
+                     local_suffix(local));
+            event(event_kind::queued);
+            out.outcome = wait_outcome::queued;
+            break;
+        case wait_state::waiting:
+            log_.log(log_level::debug,
+                     "[CAPACITY] WAITING call_id={} position={} waiting={} waited_ms={}{}{}",
+                     req.call_id, reply.position, reply.waiting, reply.waited.count(),
+                     detail::optional_field{"held_by", reply.tenant_limited ? "tenant_cap" : ""},
+                     local_suffix(local));
+            out.outcome = wait_outcome::waiting;
+            break;
+        case wait_state::full:
+            count_queue(queue_counter::full);
+            log_.log(log_level::warning, "[CAPACITY] QUEUE_FULL call_id={} waiting={} max_length={}{}",
+                     req.call_id, reply.waiting, req.max_length, local_suffix(local));
+            event(event_kind::queue_full);
+            out.outcome = wait_outcome::full;
+            break;
+        case wait_state::not_waiting:
+            log_.log(log_level::debug, "[CAPACITY] NOT_WAITING call_id={}{}", req.call_id,
+                     local_suffix(local));
+            out.outcome = wait_outcome::not_waiting;
+            break;
+        }
+        return out;
     }
 
     acquire_result decide_without_backend(const slot_request& req) {
@@ -338,6 +609,10 @@ private:
     std::atomic<std::int64_t> last_active_{0}; // last count status() saw: reported when degraded
     std::atomic<std::uint64_t> resets_seen_{0};  // backend data resets already logged
     detail::striped_counters<static_cast<std::size_t>(counter::count_)> counters_;
+    // The waiting room's numbers.
+    std::atomic<std::int64_t> last_waiting_{0}; // last line size seen: reported when degraded
+    detail::striped_counters<static_cast<std::size_t>(queue_counter::count_)> queue_counts_;
+    wait_histogram wait_histogram_;
 };
 
 } // namespace callguard

@@ -59,6 +59,9 @@ struct limiter_config {
     tenant_limit_map tenant_limits;               ///< per-tenant caps under the global one
     /// Cap used by `fail_mode::local` while the backend is down; 0 means `max_active_calls`.
     std::int64_t local_max_active_calls = 0;
+    /// A caller in the waiting room that has not polled for this long is dropped from the line
+    /// (it hung up, or the instance serving it died). Longer than the gap between two polls.
+    std::chrono::seconds waiter_ttl{60};
 
     /// Reads the variables of the configuration table (see README); unset ones get defaults.
     /// Throws `config_error` naming the variable and the value on anything malformed.
@@ -129,6 +132,9 @@ inline void limiter_config::validate() const {
     if (slot_ttl.count() < 1 || slot_ttl.count() > max_ttl_seconds)
         throw config_error("slot_ttl", std::to_string(slot_ttl.count()) + "s",
                            "expected 1 to " + std::to_string(max_ttl_seconds) + " seconds");
+    if (waiter_ttl.count() < 1 || waiter_ttl.count() > max_ttl_seconds)
+        throw config_error("waiter_ttl", std::to_string(waiter_ttl.count()) + "s",
+                           "expected 1 to " + std::to_string(max_ttl_seconds) + " seconds");
     if (local_max_active_calls < 0 || local_max_active_calls > max_cap_value)
         throw config_error("local_max_active_calls", std::to_string(local_max_active_calls),
                            "expected 0 (same as max_active_calls) or a positive integer");
@@ -160,6 +166,9 @@ inline limiter_config limiter_config::from_env(const env_lookup& lookup) {
         c.tenant_limits = parse_tenant_limits("CALLS_TENANT_LIMITS", *v);
     if (auto v = env.text("CALLS_LOCAL_MAX_ACTIVE_CALLS"))
         c.local_max_active_calls = parse_positive("CALLS_LOCAL_MAX_ACTIVE_CALLS", *v);
+    if (auto v = env.get("CALLS_QUEUE_WAITER_TTL_SECONDS"))
+        c.waiter_ttl = std::chrono::seconds(
+            parse_positive("CALLS_QUEUE_WAITER_TTL_SECONDS", *v, max_ttl_seconds));
     return c;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string_view>
@@ -17,6 +18,12 @@ enum class event_kind {
     backend_down,         ///< first failure after a healthy period (once per transition)
     backend_up,           ///< first success after a failure (once per transition)
     backend_data_lost,    ///< the backend found its stored slots gone (restarted empty, flushed)
+    // The waiting room (`enqueue`, `poll`, `leave_queue`):
+    queued,        ///< a caller joined the line (`position`, `waiting`)
+    dequeued,      ///< a waiter left the line with a slot (`waited`): it is admitted
+    queue_full,    ///< a caller was turned away: the line was full
+    queue_left,    ///< a waiter left without a slot (hung up, ...)
+    queue_timeout, ///< a waiter was let go after the application's longest wait
 };
 
 constexpr std::string_view to_string(event_kind k) noexcept {
@@ -30,6 +37,11 @@ constexpr std::string_view to_string(event_kind k) noexcept {
     case event_kind::backend_down: return "backend_down";
     case event_kind::backend_up: return "backend_up";
     case event_kind::backend_data_lost: return "backend_data_lost";
+    case event_kind::queued: return "queued";
+    case event_kind::dequeued: return "dequeued";
+    case event_kind::queue_full: return "queue_full";
+    case event_kind::queue_left: return "queue_left";
+    case event_kind::queue_timeout: return "queue_timeout";
     }
     return "unknown";
 }
@@ -44,6 +56,10 @@ struct capacity_event {
     bool tenant_limited = false; ///< rejected by the tenant cap
     bool local_fallback = false; ///< decided by `fail_mode::local`'s in-process cap
     std::string_view message;    ///< the backend's error text for backend_down
+    bool waiters_ahead = false;  ///< rejected because the free slots belong to callers in line
+    std::int64_t position = 0;   ///< queued, queue_left, queue_timeout: place in line
+    std::int64_t waiting = 0;    ///< waiting-room kinds: callers in line
+    std::chrono::milliseconds waited{0}; ///< dequeued, queue_left, queue_timeout: time in line
 };
 
 /// Called synchronously on the thread that made the decision, after the decision, outside any

@@ -92,6 +92,7 @@ public:
     struct control {
         std::atomic<bool> failing{false};
         std::atomic<int> acquires{0}, releases{0}, refreshes{0}, counts{0};
+        std::atomic<int> waits{0}; ///< waiting-room polls and enqueues
         std::atomic<std::uint64_t> resets{0}; ///< what `data_resets()` reports
     };
 
@@ -121,6 +122,21 @@ public:
         check();
         return inner_.cleanup_expired();
     }
+    // The waiting room, forwarded the same way.
+    callguard::wait_reply wait_turn(const callguard::wait_request& r) {
+        ++ctl_->waits;
+        check();
+        return inner_.wait_turn(r);
+    }
+    callguard::leave_reply leave_line(std::string_view id) {
+        check();
+        return inner_.leave_line(id);
+    }
+    callguard::line_reply line_status() {
+        check();
+        return inner_.line_status();
+    }
+
     std::string_view name() const { return "switchable"; }
     bool healthy() const noexcept { return !ctl_->failing.load(); }
     std::uint64_t data_resets() const noexcept { return ctl_->resets.load(); }
@@ -136,6 +152,7 @@ private:
 };
 static_assert(callguard::capacity_backend<switchable_backend>);
 static_assert(callguard::reports_data_resets<switchable_backend>);
+static_assert(callguard::waiting_room_backend<switchable_backend>);
 static_assert(!callguard::reports_data_resets<callguard::memory_backend>);
 
 /// A config with a small cap and quiet logs, for tests.

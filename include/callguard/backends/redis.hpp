@@ -5,6 +5,7 @@
 // (CMake target callguard::redis); works with hiredis 0.14 and 1.x.
 
 #include "../backend.hpp"
+#include "../waiting_room.hpp"
 #include "../detail/circuit_breaker.hpp"
 #include "../detail/replay_queue.hpp"
 #include "../redis/errors.hpp"
@@ -15,7 +16,9 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -55,10 +58,10 @@ public:
                                  {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base});
         });
         auto [code, live] = pair_of(r.get());
-        static constexpr std::array<slot_state, 4> states{
+        static constexpr std::array<slot_state, 5> states{
             slot_state::acquired, slot_state::already_held, slot_state::rejected,
-            slot_state::rejected_tenant};
-        if (code < 0 || code > 3) throw redis_reply_error("unexpected acquire reply");
+            slot_state::rejected_tenant, slot_state::rejected_queue};
+        if (code < 0 || code > 4) throw redis_reply_error("unexpected acquire reply");
         return {states[static_cast<std::size_t>(code)], live};
     }
 
@@ -96,6 +99,43 @@ public:
                                  {st.base});
         });
         return static_cast<std::size_t>(integer_of(r.get()));
+    }
+
+    // --- waiting room (waiting_room.hpp): one script each, keys under the same hash tag -----
+
+    wait_reply wait_turn(const wait_request& req) {
+        auto& st = *st_;
+        const auto cap = std::to_string(req.max_active);
+        const auto slot_ttl = std::to_string(req.slot_ttl.count());
+        const auto tenant_cap = std::to_string(req.tenant_max);
+        const auto waiter_ttl = std::to_string(req.waiter_ttl.count());
+        const auto max_length = std::to_string(req.join ? std::max<std::int64_t>(req.max_length, 0) : -1);
+        auto r = guarded([&] {
+            return st.runner.run(detail::script_id::wait_turn, {st.active_key},
+                                 {req.call_id, cap, slot_ttl, req.tenant, tenant_cap, waiter_ttl,
+                                  max_length});
+        });
+        const auto v = integers_of<6>(r.get());
+        if (v[0] < 0 || v[0] > static_cast<std::int64_t>(wait_state::not_waiting))
+            throw redis_reply_error("unexpected waiting-room reply");
+        return {static_cast<wait_state>(v[0]), v[1], v[2], v[3], std::chrono::milliseconds(v[4]),
+                v[5] == 1};
+    }
+
+    leave_reply leave_line(std::string_view call_id) {
+        auto& st = *st_;
+        auto r = guarded([&] {
+            return st.runner.run(detail::script_id::leave_line, {st.active_key}, {call_id});
+        });
+        const auto v = integers_of<4>(r.get());
+        return {v[0] == 1, v[1], std::chrono::milliseconds(v[2]), v[3]};
+    }
+
+    line_reply line_status() {
+        auto& st = *st_;
+        auto r = guarded([&] { return st.runner.run(detail::script_id::line_status, {st.active_key}, {}); });
+        const auto v = integers_of<2>(r.get());
+        return {v[0], std::chrono::milliseconds(v[1])};
     }
 
     std::string_view name() const noexcept { return "redis"; }
@@ -233,9 +273,20 @@ private:
         return {integer_of(r->element[0]), integer_of(r->element[1])};
     }
 
+    template <std::size_t N>
+    static std::array<std::int64_t, N> integers_of(const redisReply* r) {
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != N)
+            throw redis_reply_error("unexpected reply shape");
+        std::array<std::int64_t, N> out{};
+        for (std::size_t i = 0; i < N; ++i) out[i] = integer_of(r->element[i]);
+        return out;
+    }
+
     std::shared_ptr<state> st_;
 };
 
 static_assert(capacity_backend<redis_backend>);
+static_assert(waiting_room_backend<redis_backend>);
+static_assert(max_skipped_waiters == 1000, "the admission walk in scripts.hpp counts to 1000");
 
 } // namespace callguard

@@ -7,6 +7,12 @@
 //   {prefix}:active           sorted set, member = call id, score = expiry (ms, server time)
 //   {prefix}:tenant:<name>    sorted set per tenant, same members and scores
 //   {prefix}:owners           hash, call id -> tenant (to find the tenant set on release)
+// The waiting room (only while someone waits; each key expires on its own when idle):
+//   {prefix}:waiting          sorted set, member = call id, score = ticket (last ticket + 1 at
+//                             join, so arrival order is total across every instance)
+//   {prefix}:waiting:deadlines sorted set, member = call id, score = when the waiter is dropped
+//                             unless it polls again (ms, server time)
+//   {prefix}:waiting:info     hash, call id -> "joined_ms|tenant_cap|tenant"
 // Call ids are plain data here: never used as patterns, never concatenated into keys.
 
 #include <cstddef>
@@ -54,9 +60,72 @@ namespace callguard::detail::lua {
     "  end\n"                                                                                    \
     "end\n"
 
+// The waiting room's steps (see waiting_room.hpp). They use `base` and `now`.
+
+// Its keys; drops up to 1000 waiters whose deadline passed; `record` reads a waiter's
+// "joined_ms|tenant_cap|tenant" (a missing one reads as joined now, no tenant); `forget` drops one.
+#define CALLGUARD_LUA_LINE                                                                       \
+    "local waiting = base .. ':waiting'\n"                                                       \
+    "local deadlines, waiters = waiting .. ':deadlines', waiting .. ':info'\n"                  \
+    "local gone = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, 1000)\n"      \
+    "if #gone > 0 then\n"                                                                        \
+    "  redis.call('ZREM', waiting, unpack(gone))\n"                                              \
+    "  redis.call('ZREM', deadlines, unpack(gone))\n"                                            \
+    "  redis.call('HDEL', waiters, unpack(gone))\n"                                              \
+    "end\n"                                                                                      \
+    "local function record(v)\n"                                                                 \
+    "  if not v then return now, 0, '' end\n"                                                    \
+    "  local since, tcap, t = string.match(v, '^(%d+)|(%d+)|(.*)$')\n"                          \
+    "  return tonumber(since), tonumber(tcap), t\n"                                              \
+    "end\n"                                                                                      \
+    "local function forget(m)\n"                                                                 \
+    "  redis.call('ZREM', waiting, m)\n"                                                         \
+    "  redis.call('ZREM', deadlines, m)\n"                                                       \
+    "  redis.call('HDEL', waiters, m)\n"                                                         \
+    "end\n"
+
+// The admission walk: gives `free` slots to waiters in ticket order, one each to those whose
+// tenant has room (counting what this walk already gave that tenant), skipping the others (at
+// most 1000 of them, `max_skipped_waiters`). `who` is a waiter in line, or nil for a newcomer
+// with tenant `nt` and cap `ncap` standing at the back. Answers 'admit', 'wait' or 'tenant'.
+#define CALLGUARD_LUA_LINE_WALK                                                                  \
+    "local function walk(free, who, nt, ncap)\n"                                                 \
+    "  if free <= 0 then return 'wait' end\n"                                                    \
+    "  local given, live, skipped, offset = {}, {}, 0, 0\n"                                      \
+    "  local function room(t, tcap)\n"                                                           \
+    "    if t == '' or tcap <= 0 then return true end\n"                                         \
+    "    if not live[t] then\n"                                                                  \
+    "      live[t] = redis.call('ZCOUNT', base .. ':tenant:' .. t, '(' .. now, '+inf')\n"       \
+    "    end\n"                                                                                  \
+    "    return live[t] + (given[t] or 0) < tcap\n"                                              \
+    "  end\n"                                                                                    \
+    "  while true do\n"                                                                          \
+    "    local batch = redis.call('ZRANGE', waiting, offset, offset + 99)\n"                    \
+    "    if #batch == 0 then break end\n"                                                        \
+    "    local recs = redis.call('HMGET', waiters, unpack(batch))\n"                            \
+    "    for i, m in ipairs(batch) do\n"                                                         \
+    "      local _, tcap, t = record(recs[i])\n"                                                 \
+    "      local ok = room(t, tcap)\n"                                                           \
+    "      if m == who then return ok and 'admit' or 'tenant' end\n"                             \
+    "      if ok then\n"                                                                         \
+    "        given[t] = (given[t] or 0) + 1\n"                                                   \
+    "        free = free - 1\n"                                                                  \
+    "        if free == 0 then return 'wait' end\n"                                              \
+    "      else\n"                                                                               \
+    "        skipped = skipped + 1\n"                                                            \
+    "        if skipped >= 1000 then return 'wait' end\n"                                        \
+    "      end\n"                                                                                \
+    "    end\n"                                                                                  \
+    "    offset = offset + #batch\n"                                                             \
+    "  end\n"                                                                                    \
+    "  if who then return 'wait' end\n"                                                          \
+    "  return room(nt, ncap) and 'admit' or 'tenant'\n"                                          \
+    "end\n"
+
 /// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),
 /// key base ("{prefix}"). Returns {state, live}: 0 acquired, 1 already held, 2 rejected,
-/// 3 rejected by the tenant cap.
+/// 3 rejected by the tenant cap, 4 rejected because the free slots go to callers in line.
+/// While nobody waits, the waiting room costs one EXISTS.
 inline constexpr std::string_view acquire = CALLGUARD_LUA_PROLOGUE R"lua(
 local active, owners = KEYS[1], KEYS[2]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -71,6 +140,14 @@ if held and tonumber(held) > now then
   return {1, live}
 end
 if live >= cap then return {2, live} end
+if redis.call('EXISTS', base .. ':waiting') == 1 then
+)lua" CALLGUARD_LUA_LINE CALLGUARD_LUA_LINE_WALK R"lua(
+  local mine = redis.call('ZSCORE', waiting, id)
+  local verdict = walk(cap - live, mine and id or nil, tenant, tenant_cap)
+  if verdict == 'wait' then return {4, live} end
+  if verdict == 'tenant' then return {3, live} end
+  if mine then forget(id) end
+end
 if tenant ~= '' then
   local tk = base .. ':tenant:' .. tenant
   redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)
@@ -131,6 +208,103 @@ end
 return removed
 )lua";
 
+// --- the waiting room -------------------------------------------------------------------------
+// Each script takes KEYS[1] = {prefix}:active and finds the other keys from its hash tag.
+#define CALLGUARD_LUA_LINE_BASE                                                                  \
+    "local active = KEYS[1]\n"                                                                   \
+    "local base = string.sub(active, 1, -8)\n" /* '{prefix}' of '{prefix}:active' */             \
+    "local owners = base .. ':owners'\n"
+
+/// KEYS: active. ARGV: call id, cap, slot ttl ms, tenant, tenant cap, waiter ttl ms, max length
+/// (-1: only poll, never join; 0: no bound). Returns {state, position, waiting, live,
+/// waited ms, tenant limited (0/1)}; state: 0 acquired, 1 admitted, 2 already held, 3 queued,
+/// 4 waiting, 5 full, 6 not waiting (the order of `wait_state`).
+inline constexpr std::string_view wait_turn = CALLGUARD_LUA_PROLOGUE CALLGUARD_LUA_LINE_BASE R"lua(
+local id, cap, slot_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local tenant, tenant_cap = ARGV[4], tonumber(ARGV[5])
+local waiter_ttl, max_length = tonumber(ARGV[6]), tonumber(ARGV[7])
+)lua" CALLGUARD_LUA_FORGET_EXPIRED("100") CALLGUARD_LUA_LINE CALLGUARD_LUA_LINE_WALK R"lua(
+local live = redis.call('ZCOUNT', active, '(' .. now, '+inf')
+local held = redis.call('ZSCORE', active, id)
+if held and tonumber(held) > now then
+  local ttl, expires = slot_ttl, now + slot_ttl
+)lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
+  forget(id)
+  return {2, 0, redis.call('ZCARD', waiting), live, 0, 0}
+end
+-- Takes a slot for `m` of tenant `t`, as acquire does.
+local function take(m, t)
+  local expires = now + slot_ttl
+  if t ~= '' then
+    local tk = base .. ':tenant:' .. t
+    redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)
+    redis.call('ZADD', tk, expires, m)
+    extend(tk, slot_ttl)
+    redis.call('HSET', owners, m, t)
+    extend(owners, slot_ttl)
+  end
+  redis.call('ZADD', active, expires, m)
+  extend(active, slot_ttl)
+end
+local function keep_line()
+  extend(waiting, waiter_ttl)
+  extend(deadlines, waiter_ttl)
+  extend(waiters, waiter_ttl)
+end
+if redis.call('ZSCORE', waiting, id) then
+  local since, _, t = record(redis.call('HGET', waiters, id))
+  local verdict = walk(cap - live, id)
+  if verdict == 'admit' then
+    take(id, t)
+    forget(id)
+    return {1, 0, redis.call('ZCARD', waiting), live + 1, now - since, 0}
+  end
+  redis.call('ZADD', deadlines, now + waiter_ttl, id)
+  keep_line()
+  return {4, redis.call('ZRANK', waiting, id) + 1, redis.call('ZCARD', waiting), live,
+          now - since, verdict == 'tenant' and 1 or 0}
+end
+local n = redis.call('ZCARD', waiting)
+if max_length < 0 then return {6, 0, n, live, 0, 0} end
+local verdict = walk(cap - live, nil, tenant, tenant_cap)
+if verdict == 'admit' then
+  take(id, tenant)
+  return {0, 0, n, live + 1, 0, 0}
+end
+if max_length > 0 and n >= max_length then return {5, 0, n, live, 0, 0} end
+local last = redis.call('ZRANGE', waiting, -1, -1, 'WITHSCORES')
+redis.call('ZADD', waiting, (tonumber(last[2]) or 0) + 1, id)
+redis.call('ZADD', deadlines, now + waiter_ttl, id)
+redis.call('HSET', waiters, id, string.format('%d|%d|%s', now, tenant_cap, tenant))
+keep_line()
+return {3, n + 1, n + 1, live, 0, verdict == 'tenant' and 1 or 0}
+)lua";
+
+/// KEYS: active. ARGV: call id. Returns {left (0/1), position, waited ms, waiting}.
+inline constexpr std::string_view leave_line = CALLGUARD_LUA_PROLOGUE CALLGUARD_LUA_LINE_BASE R"lua(
+local id = ARGV[1]
+)lua" CALLGUARD_LUA_LINE R"lua(
+local rank = redis.call('ZRANK', waiting, id)
+if not rank then return {0, 0, 0, redis.call('ZCARD', waiting)} end
+local since = record(redis.call('HGET', waiters, id))
+forget(id)
+return {1, rank + 1, now - since, redis.call('ZCARD', waiting)}
+)lua";
+
+/// KEYS: active. Returns {waiting, ms the first in line has waited}.
+inline constexpr std::string_view line_status = CALLGUARD_LUA_PROLOGUE CALLGUARD_LUA_LINE_BASE
+    CALLGUARD_LUA_LINE R"lua(
+local n = redis.call('ZCARD', waiting)
+if n == 0 then return {0, 0} end
+local head = redis.call('ZRANGE', waiting, 0, 0)
+local since = record(redis.call('HGET', waiters, head[1]))
+return {n, now - since}
+)lua";
+
+#undef CALLGUARD_LUA_LINE_BASE
+#undef CALLGUARD_LUA_LINE_WALK
+#undef CALLGUARD_LUA_LINE
+
 #undef CALLGUARD_LUA_PUSH_EXPIRY
 #undef CALLGUARD_LUA_FORGET_EXPIRED
 #undef CALLGUARD_LUA_PROLOGUE
@@ -140,8 +314,11 @@ return removed
 namespace callguard::detail {
 
 /// The scripts by name, for the SHA cache and the dispatcher.
-enum class script_id : std::size_t { acquire, release, refresh, count, cleanup_expired };
-inline constexpr std::size_t script_count = 5;
+enum class script_id : std::size_t {
+    acquire, release, refresh, count, cleanup_expired,
+    wait_turn, leave_line, line_status, // the waiting room
+};
+inline constexpr std::size_t script_count = 8;
 
 constexpr std::string_view script_source(script_id s) noexcept {
     switch (s) {
@@ -150,6 +327,9 @@ constexpr std::string_view script_source(script_id s) noexcept {
     case script_id::refresh: return lua::refresh;
     case script_id::count: return lua::count;
     case script_id::cleanup_expired: return lua::cleanup_expired;
+    case script_id::wait_turn: return lua::wait_turn;
+    case script_id::leave_line: return lua::leave_line;
+    case script_id::line_status: return lua::line_status;
     }
     return {};
 }
