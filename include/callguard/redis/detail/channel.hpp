@@ -378,7 +378,11 @@ private:
 
     /// The connection broke while connected (or while its handshake was in flight).
     void connection_broken(const failure& why) {
-        if (phase_ == phase::connecting) return connect_failed(why);
+        if (phase_ == phase::connecting) {
+            auto refused = why;
+            refused.message += stream_.tls_refusal_hint();
+            return connect_failed(refused);
+        }
         std::vector<finished> done;
         std::deque<request_ptr> resend;
         for (auto& r : in_flight_) {

@@ -4,6 +4,7 @@
 // for the channel that speaks the protocol over it.
 
 #include "../options.hpp"
+#include "tls_context.hpp"
 
 #include <utility> // before Asio: Boost 1.74's Asio uses std::exchange without including it
 
@@ -95,6 +96,16 @@ public:
     template <class Buffer, class Done>
     void async_read_some(const Buffer& buffer, Done done) {
         visit_open([&](auto& s) { s.async_read_some(buffer, std::move(done)); }, done);
+    }
+
+    /// Why a connection that passed its TLS handshake may still be refused: the server asked for
+    /// a client certificate and none is configured. Empty otherwise.
+    std::string tls_refusal_hint() const {
+        auto* s = std::get_if<tls_socket>(&sock_);
+        if (!s || !client_cert_requested(const_cast<tls_socket*>(s)->native_handle())) return {};
+        return " (the server asked for a client certificate, and none is configured: set tls.cert_file and "
+               "tls.key_file, CALLS_REDIS_TLS_CERT_FILE / CALLS_REDIS_TLS_KEY_FILE; tls-auth-clients yes "
+               "means certificate required)";
     }
 
     void close() noexcept {
