@@ -22,7 +22,25 @@ install(FILES "${PROJECT_BINARY_DIR}/callguardConfig.cmake"
               "${PROJECT_SOURCE_DIR}/cmake/Findhiredis.cmake"
         DESTINATION "${CALLGUARD_CONFIG_DIR}")
 
-# pkg-config: a header-only library has no -l of its own, only its dependencies'.
+# pkg-config: a header-only library has no -l of its own, only its dependencies'. Relocatable:
+# the prefix is found from ${pcfiledir}, the folder the .pc file was installed in
+# (<prefix>/<datadir>/pkgconfig), so `cmake --install build --prefix X` gives flags under X. An
+# absolute CMAKE_INSTALL_DATADIR or CMAKE_INSTALL_INCLUDEDIR does not move with the prefix and
+# is written as it is.
+set(_cg_pc_install_dir "${CMAKE_INSTALL_DATADIR}/pkgconfig")
+if(IS_ABSOLUTE "${CMAKE_INSTALL_DATADIR}")
+  set(CALLGUARD_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  # "share/pkgconfig" -> "../.."; a deeper DATADIR climbs further.
+  file(RELATIVE_PATH _cg_pc_up "/callguard_prefix/${_cg_pc_install_dir}" "/callguard_prefix")
+  string(REGEX REPLACE "/+$" "" _cg_pc_up "${_cg_pc_up}")
+  set(CALLGUARD_PC_PREFIX "\${pcfiledir}/${_cg_pc_up}")
+endif()
+if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
+  set(CALLGUARD_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
+else()
+  set(CALLGUARD_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
+endif()
 configure_file("${PROJECT_SOURCE_DIR}/cmake/callguard.pc.in" "${PROJECT_BINARY_DIR}/callguard.pc" @ONLY)
 set(_cg_pc_files "${PROJECT_BINARY_DIR}/callguard.pc")
 if(CALLGUARD_WITH_REDIS)
@@ -30,4 +48,4 @@ if(CALLGUARD_WITH_REDIS)
                  "${PROJECT_BINARY_DIR}/callguard-redis.pc" @ONLY)
   list(APPEND _cg_pc_files "${PROJECT_BINARY_DIR}/callguard-redis.pc")
 endif()
-install(FILES ${_cg_pc_files} DESTINATION "${CMAKE_INSTALL_DATADIR}/pkgconfig")
+install(FILES ${_cg_pc_files} DESTINATION "${_cg_pc_install_dir}")

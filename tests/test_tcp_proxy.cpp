@@ -1,6 +1,7 @@
 // The fault-injection proxy itself, against a loopback echo server: it must forward, delay,
 // stall and cut exactly as told, or the fault tests built on it prove nothing.
 
+#include "support/probes.hpp"
 #include "support/tcp_proxy.hpp"
 
 #include <doctest/doctest.h>
@@ -138,5 +139,5 @@ TEST_CASE("tcp_proxy forwards, delays, stalls, cuts and drops as told") {
     int fd3 = connect_to(proxy.port()); // accepted, never answered
     CHECK(round_trip(fd3, "void", 200ms).empty());
     ::close(fd3);
-    CHECK(proxy.accepted() == 3);
+    CHECK(test::eventually([&] { return proxy.accepted() == 3; }, 5s)); // accepted on the proxy's thread
 }

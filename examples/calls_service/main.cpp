@@ -3,7 +3,7 @@
 #include "server.hpp"
 #include "sqlite_store.hpp"
 
-#ifdef CALLS_SERVICE_WITH_REDIS
+#if CALLS_SERVICE_WITH_REDIS // set by CMake: callguard::redis exists (CALLGUARD_WITH_REDIS=ON)
 #include <callguard/backends/redis.hpp>
 #endif
 
@@ -118,14 +118,16 @@ int serve(Backend backend, std::string_view backend_desc, const settings& s) {
 
 int serve_from_env(const settings& s, const callguard::env_reader& env) {
     if (auto url = env.text("REDIS_URL")) {
-#ifdef CALLS_SERVICE_WITH_REDIS
+#if CALLS_SERVICE_WITH_REDIS
         auto ro = callguard::redis_options::from_env();
         auto desc = fmt::format("redis url={} prefix={{{}}} timeout={}ms", callguard::masked_url(*url),
                                 ro.key_prefix, ro.command_timeout.count());
         return serve(callguard::redis_backend(std::move(ro)), desc, s);
 #else
-        throw callguard::config_error("REDIS_URL", callguard::masked_url(*url),
-                                      "this build has no Redis backend (built with CALLGUARD_WITH_REDIS=OFF)");
+        fmt::print(stderr, "[SERVICE] configuration error: REDIS_URL is set, but this calls_service "
+                           "was built without Redis (CALLGUARD_WITH_REDIS=OFF): unset REDIS_URL to "
+                           "run on memory, or rebuild with hiredis\n");
+        return 2;
 #endif
     }
     return serve(callguard::memory_backend{}, "memory", s);

@@ -126,7 +126,7 @@ TEST_CASE("redis frozen (SIGSTOP): the first call waits one timeout, the next on
             CHECK(r.limiter.acquire("CA-n" + std::to_string(i)).outcome ==
                   acquire_outcome::admitted_fail_open);
         });
-        CHECK(next < 50ms); // the breaker answers without the network
+        CHECK(next < 150ms); // the breaker answers without the network (no 200 ms timeout)
     }
     CHECK_FALSE(r.limiter.status().backend_healthy);
     r.server.resume();

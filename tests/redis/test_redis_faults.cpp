@@ -70,7 +70,7 @@ TEST_CASE("faults: latency beyond the timeout fails open within one timeout, the
     CHECK(took < 450ms);
     for (int i = 0; i < 20; ++i) {
         CHECK(p.timed_acquire("CA-x" + std::to_string(i), took).outcome == acquire_outcome::admitted_fail_open);
-        CHECK(took < 250ms); // at most the one probe pays a timeout; most pay nothing
+        CHECK(took < 350ms); // at most the one probe pays a timeout (200 ms); most pay nothing
     }
     p.proxy.set_latency(0ms);
     REQUIRE(p.wait_healthy());
@@ -88,7 +88,7 @@ TEST_CASE("faults: a black hole (connections accepted, nothing answered) costs o
     CHECK(p.timed_acquire("CA-2", took).outcome == acquire_outcome::admitted_fail_open);
     CHECK(took < 700ms); // reused connection: reset at once; a fresh one: one 200 ms timeout
     CHECK(p.timed_acquire("CA-3", took).outcome == acquire_outcome::admitted_fail_open);
-    CHECK(took < 50ms);
+    CHECK(took < 150ms); // the breaker answers: no 200 ms timeout paid
     p.proxy.set_mode(test::tcp_proxy::mode::pass);
     REQUIRE(p.wait_healthy());
     CHECK(p.limiter.acquire("CA-4").outcome == acquire_outcome::acquired);
@@ -188,5 +188,6 @@ TEST_CASE("faults: repeated outages leak no file descriptors or connections") {
         p.limiter.release("CA-r" + std::to_string(round));
     }
     CHECK(p.limiter.backend().open_connections() <= 4);
-    CHECK(test::open_fds() <= fds_before + 4);
+    // The proxy closes the connections it cut on its own thread: wait (bounded) for it.
+    CHECK(test::eventually([&] { return test::open_fds() <= fds_before + 4; }, 5s));
 }

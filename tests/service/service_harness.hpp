@@ -5,7 +5,7 @@
 
 #include <utility> // before Boost: asio 1.74 uses std::exchange without including it
 
-#include "../support/redis_server.hpp"
+#include "../support/probes.hpp" // free_port, find_program (no hiredis: also built without Redis)
 
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
@@ -164,8 +164,23 @@ public:
     }
     long active() const { return std::stol(health_field("active_calls")); }
 
+    /// A value of /metrics (`callguard_<name>`, e.g. "already_held_total"); -1 if missing.
+    long metric(const std::string& name) const {
+        const auto body = get("/metrics").body;
+        const auto key = "\ncallguard_" + name + " ";
+        const auto pos = body.find(key);
+        return pos == std::string::npos ? -1 : std::stol(body.substr(pos + key.size()));
+    }
+
+    /// Waits (bounded) until `n` acquires found their slot already held. A media stream's
+    /// `start` adopts its webhook's slot that way, and the WebSocket answers nothing: this is how
+    /// a test knows the service has processed the `start` it sent (and the stream holds the slot).
+    bool wait_adopted(long n, std::chrono::milliseconds limit = 10s) const {
+        return test::eventually([&] { return metric("already_held_total") == n; }, limit);
+    }
+
     /// Polls (bounded) until active_calls == n.
-    bool wait_active(long n, std::chrono::milliseconds limit = 3s) const {
+    bool wait_active(long n, std::chrono::milliseconds limit = 10s) const {
         auto deadline = std::chrono::steady_clock::now() + limit;
         while (std::chrono::steady_clock::now() < deadline) {
             if (active() == n) return true;

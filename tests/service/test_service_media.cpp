@@ -12,7 +12,8 @@ TEST_CASE("media: stop releases the slot the webhook took") {
     m.connected();
     m.start("CA-stop");
     for (int i = 1; i <= 20; ++i) m.media(i);
-    CHECK(s.active() == 1); // adopted, not taken twice
+    REQUIRE(s.wait_adopted(1)); // the service has taken the start (a look before proves nothing)
+    CHECK(s.active() == 1);     // adopted, not taken twice
     m.stop("CA-stop");
     CHECK(s.wait_active(0));
     auto reason = m.wait_close();
@@ -84,7 +85,11 @@ TEST_CASE("media: bad frames close the socket with a reason, release, and never 
     }
     {
         media_client m(s);
-        m.send(std::string(100 * 1024, 'x')); // over the 64 KiB message limit
+        try {
+            m.send(std::string(100 * 1024, 'x')); // over the 64 KiB message limit
+        } catch (const boost::system::system_error&) {
+            // The server may refuse (close, reset) before the whole message is written.
+        }
         m.wait_close();
     }
     CHECK(s.active() == 0);
@@ -106,6 +111,7 @@ TEST_CASE("media: SIGTERM closes media sockets and releases their slots") {
     media_client m(s);
     m.start("CA-term");
     m.media(1);
+    REQUIRE(s.wait_adopted(1)); // the stream's guard holds the slot before the signal
     REQUIRE(s.active() == 1);
     CHECK(s.terminate() == 0);
     CHECK(s.log().find("[CAPACITY] RELEASED call_id=CA-term") != std::string::npos);

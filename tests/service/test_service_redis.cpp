@@ -1,12 +1,14 @@
 // Two service instances sharing one real redis-server: one cap across the fleet, and a Redis
 // outage that callers never notice beyond a degraded health status.
 
+#include "../support/redis_server.hpp"
 #include "service_harness.hpp"
 
 #include <atomic>
 #include <future>
 
 using svc::service;
+using namespace std::chrono_literals;
 
 TEST_CASE("fleet: a burst over two instances sharing Redis admits exactly the cap") {
     test::redis_server redis;
@@ -39,6 +41,7 @@ TEST_CASE("fleet: a burst over two instances sharing Redis admits exactly the ca
     svc::media_client m(b);
     m.start(members);
     m.media(1);
+    REQUIRE(b.wait_adopted(1)); // b has taken the stream's start: the slot is adopted, not taken
     CHECK(a.active() == 7);
     m.stop(members);
     CHECK(a.wait_active(6));
@@ -83,9 +86,12 @@ TEST_CASE("fleet: a live stream puts its slot back after Redis lost it") {
     svc::media_client m(s);
     m.start("CA-long");
     m.media(1);
+    // The stream holds the slot before Redis loses it: a start still in flight would take the
+    // slot again after the FLUSHALL, and the count would never drop.
+    REQUIRE(s.wait_adopted(1));
     REQUIRE(redis.integer({"ZCARD", "{heal}:active"}) == 1);
     redis.command({"FLUSHALL"}); // like a restart without persistence
-    CHECK(s.active() == 0);
+    CHECK(test::eventually([&] { return s.active() == 0; }, 10s));
     std::this_thread::sleep_for(std::chrono::milliseconds(1100));
     m.media(2); // the next refresh finds the slot gone and takes it again
     CHECK(s.wait_active(1));
@@ -105,19 +111,25 @@ TEST_CASE("fleet: an instance killed with SIGKILL gives its slots back after the
         svc::media_client m1(doomed), m2(doomed);
         m1.start("CA-k1");
         m2.start("CA-k2");
+        REQUIRE(doomed.wait_adopted(2)); // both streams' guards hold their slots
         REQUIRE(survivor.active() == 2);
         doomed.kill_hard(); // no goodbye: its guards never run
-        CHECK(survivor.active() == 2);
+        // Still held a while later (not just at the first look), until the TTL below.
+        CHECK(test::holds_for([&] { return survivor.active() == 2; }, 500ms));
         std::this_thread::sleep_for(std::chrono::milliseconds(2100));
         CHECK(survivor.wait_active(0)); // the TTL safety net
     }
     {
-        service stopping(env);
+        // A TTL far past the wait below: only the release on the way out can free this slot.
+        auto long_ttl = env;
+        long_ttl["CALLS_SLOT_TTL_SECONDS"] = "600";
+        service stopping(long_ttl);
         REQUIRE(stopping.incoming_call("CA-t1").body.find("<Connect>") != std::string::npos);
         svc::media_client m(stopping);
         m.start("CA-t1");
+        REQUIRE(stopping.wait_adopted(1)); // the stream's guard holds the slot
         REQUIRE(survivor.active() == 1);
         CHECK(stopping.terminate() == 0);
-        CHECK(survivor.active() == 0); // released on the way out, not after the TTL
+        CHECK(test::eventually([&] { return survivor.active() == 0; }, 10s)); // released on the way out, not after the TTL
     }
 }

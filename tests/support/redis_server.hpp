@@ -10,6 +10,8 @@
 //   srv.kill_hard(); srv.restart();          // SIGKILL, then the same port again (empty data)
 //   srv.command({"SCRIPT", "FLUSH"});        // any command, reply as text
 
+#include "probes.hpp" // free_port, find_program
+
 #include <hiredis/hiredis.h>
 
 #include <arpa/inet.h>
@@ -32,42 +34,6 @@
 #include <vector>
 
 namespace test {
-
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
-inline std::uint16_t free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw std::runtime_error("free_port: socket failed");
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    socklen_t len = sizeof a;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-        ::close(fd);
-        throw std::runtime_error("free_port: bind failed");
-    }
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
-/// Full path of `program` on PATH, or empty.
-inline std::string find_program(std::string_view program) {
-    const char* path = std::getenv("PATH");
-    std::string p = path ? path : "/usr/bin:/bin";
-    for (std::size_t start = 0; start <= p.size();) {
-        auto end = p.find(':', start);
-        if (end == std::string::npos) end = p.size();
-        auto candidate = std::filesystem::path(p.substr(start, end - start)) / std::string(program);
-        if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-        start = end + 1;
-    }
-    for (auto dir : {"/usr/bin/", "/usr/sbin/", "/usr/local/bin/"}) {
-        auto candidate = std::string(dir) + std::string(program);
-        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
-    return {};
-}
 
 class redis_server {
 public:
