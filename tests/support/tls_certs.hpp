@@ -27,7 +27,8 @@ public:
         dir_ = tmpl;
         make_ca("ca", "callguard test CA");
         make_ca("other_ca", "another CA");
-        make_leaf("server", "ca", "localhost", "DNS:localhost,IP:127.0.0.1", "serverAuth", 2);
+        // Servers also show it as a client: replicas to their master, cluster nodes to each other.
+        make_leaf("server", "ca", "localhost", "DNS:localhost,IP:127.0.0.1", "serverAuth,clientAuth", 2);
         make_leaf("wrong_host", "ca", "other.example", "DNS:other.example", "serverAuth", 2);
         make_leaf("expired", "ca", "localhost", "DNS:localhost,IP:127.0.0.1", "serverAuth", -1);
         make_leaf("untrusted", "other_ca", "localhost", "DNS:localhost,IP:127.0.0.1", "serverAuth", 2);
