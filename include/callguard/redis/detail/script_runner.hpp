@@ -1,11 +1,14 @@
 #pragma once
 
-// Runs script calls for blocking callers, over the configured connection mode:
-// - multiplexed: a few channels shared by every caller thread (each thread keeps to one); each
-//   channel has an io_context of its own that its waiting callers drive (blocking_driver), so
-//   concurrent callers' commands travel pipelined on one socket;
-// - pooled: a channel per concurrent caller, up to `pool_size`, each with its own io_context,
-//   driven by the caller that holds it; a caller waits (bounded) for a free one.
+// Runs script calls over the configured connection mode, in one of two ways:
+// - on an application's executor (`redis_backend{executor, ...}`): `multiplexed_connections`
+//   channels on that executor, many calls in flight on each; asynchronous calls complete on it,
+//   and blocking calls from other threads wait for them;
+// - for blocking callers alone (no executor given): each channel has an io_context of its own
+//   that its waiting callers drive (blocking_driver). Multiplexed: a few channels shared by every
+//   caller thread (each thread keeps to one), so concurrent callers' commands travel pipelined
+//   on one socket. Pooled: a channel per concurrent caller, up to `pool_size`, driven by the
+//   caller that holds it; a caller waits (bounded) for a free one.
 
 #include "../errors.hpp"
 #include "../options.hpp"
@@ -40,9 +43,14 @@ inline std::size_t thread_slot() noexcept {
     return slot;
 }
 
+/// True while the calling thread runs the executor a backend was given (a blocking call there
+/// would wait for itself); empty when the executor cannot tell.
+using running_here_fn = std::function<bool()>;
+
 class script_runner {
 public:
-    /// `o` must outlive the runner; `check` runs on every new data connection.
+    /// For blocking callers alone. `o` must outlive the runner; `check` runs on every new data
+    /// connection.
     script_runner(const redis_options& o, std::shared_ptr<connection_check> check, tls_setup tls)
         : o_(o), router_(o), ctx_{router_, scripts_, std::move(tls), [this] { reconnect_all(); }},
           check_(std::move(check)) {
@@ -50,30 +58,62 @@ public:
         const std::size_t n = pooled ? o.pool_size : o.multiplexed_connections;
         for (std::size_t i = 0; i < n; ++i) {
             auto l = std::make_unique<lane>();
-            l->ch = make_channel(l->driver.context().get_executor());
+            l->driver = std::make_unique<blocking_driver>();
+            l->ch = make_channel(l->driver->context().get_executor());
             lanes_.push_back(std::move(l));
         }
         if (pooled)
             for (auto& l : lanes_) idle_.push_back(l.get());
     }
 
+    /// On `ex`: `multiplexed_connections` channels whatever the connection mode (a pool buys
+    /// nothing when nobody blocks).
+    script_runner(asio::any_io_executor ex, running_here_fn running_here, const redis_options& o,
+                  std::shared_ptr<connection_check> check, tls_setup tls)
+        : o_(o), router_(o), ctx_{router_, scripts_, std::move(tls), [this] { reconnect_all(); }},
+          check_(std::move(check)), running_here_(std::move(running_here)), on_executor_(true) {
+        for (std::size_t i = 0; i < o.multiplexed_connections; ++i) {
+            auto l = std::make_unique<lane>();
+            l->ch = make_channel(ex);
+            lanes_.push_back(std::move(l));
+        }
+    }
+
     script_runner(const script_runner&) = delete;
     script_runner& operator=(const script_runner&) = delete;
 
     ~script_runner() {
-        for (auto& l : lanes_) l->ch->close_now(); // no caller can be driving any more
+        for (auto& l : lanes_) {
+            if (on_executor_)
+                l->ch->close(); // on its strand; nothing is in flight (calls keep the backend alive)
+            else
+                l->ch->close_now(); // no caller can be driving any more
+        }
     }
+
+    /// Whether the runner works on an application's executor (then `async_run` is real).
+    bool on_executor() const noexcept { return on_executor_; }
 
     /// One script call; blocks until it is answered or fails. The reply is never an error
     /// reply; throws `redis_error`.
     reply_ptr run(script_id s, std::initializer_list<std::string_view> keys,
                   std::initializer_list<std::string_view> args) {
+        if (on_executor_) return run_waiting(s, keys, args);
         if (o_.connection_mode == redis_connection_mode::pooled) {
             auto held = lease();
             return run_on(*held.l, s, keys, args);
         }
         auto& l = *lanes_[lanes_.size() == 1 ? 0 : thread_slot() % lanes_.size()];
         return run_on(l, s, keys, args);
+    }
+
+    /// On an executor: starts a call and returns at once; `done(reply_ptr, const failure&)` runs
+    /// exactly once, later, on a strand of that executor. The reply is never an error reply.
+    template <class Done>
+    void async_run(script_id s, std::initializer_list<std::string_view> keys,
+                   std::initializer_list<std::string_view> args, Done done) {
+        auto& l = *lanes_[lanes_.size() == 1 ? 0 : next_lane_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
+        start_script_call(ctx_, l.ch, s, keys, args, std::move(done));
     }
 
     /// Every connection made before this point is re-made before its next command.
@@ -112,9 +152,9 @@ public:
     router& route() noexcept { return router_; }
 
 private:
-    /// A channel and the io_context its callers drive.
+    /// A channel, and (for blocking callers alone) the io_context its callers drive.
     struct lane {
-        blocking_driver driver;
+        std::unique_ptr<blocking_driver> driver;
         std::shared_ptr<channel> ch;
     };
 
@@ -134,9 +174,33 @@ private:
         start_script_call(ctx_, l.ch, s, keys, args, [&](reply_ptr r, const failure& f) {
             out = std::move(r);
             why = f;
-            l.driver.complete(w);
+            l.driver->complete(w);
         });
-        l.driver.wait(w);
+        l.driver->wait(w);
+        if (why) why.raise();
+        return out;
+    }
+
+    /// On an executor that other threads run: start the call there and wait for it.
+    reply_ptr run_waiting(script_id s, std::initializer_list<std::string_view> keys,
+                          std::initializer_list<std::string_view> args) {
+        if (running_here_ && running_here_())
+            throw redis_io_error("a blocking call on a thread that runs the Redis backend's executor would wait "
+                                 "for itself: use the async API (callguard/async.hpp) there");
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        reply_ptr out;
+        failure why;
+        async_run(s, keys, args, [&](reply_ptr r, const failure& f) {
+            std::lock_guard lk(mu);
+            out = std::move(r);
+            why = f;
+            done = true;
+            cv.notify_one();
+        });
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return done; });
         if (why) why.raise();
         return out;
     }
@@ -183,6 +247,9 @@ private:
     script_cache scripts_;
     script_context ctx_;
     std::shared_ptr<connection_check> check_;
+    running_here_fn running_here_;
+    bool on_executor_ = false;
+    std::atomic<std::size_t> next_lane_{0};
     std::vector<std::unique_ptr<lane>> lanes_;
     std::mutex pool_mu_;
     std::condition_variable pool_cv_;
