@@ -29,6 +29,7 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,8 +97,7 @@ public:
 
     /// One script call; blocks until it is answered or fails. The reply is never an error
     /// reply; throws `redis_error`.
-    reply_ptr run(script_id s, std::initializer_list<std::string_view> keys,
-                  std::initializer_list<std::string_view> args) {
+    reply_ptr run(script_id s, std::span<const std::string_view> keys, std::span<const std::string_view> args) {
         if (on_executor_) return run_waiting(s, keys, args);
         if (o_.connection_mode == redis_connection_mode::pooled) {
             auto held = lease();
@@ -110,8 +110,8 @@ public:
     /// On an executor: starts a call and returns at once; `done(reply_ptr, const failure&)` runs
     /// exactly once, later, on a strand of that executor. The reply is never an error reply.
     template <class Done>
-    void async_run(script_id s, std::initializer_list<std::string_view> keys,
-                   std::initializer_list<std::string_view> args, Done done) {
+    void async_run(script_id s, std::span<const std::string_view> keys, std::span<const std::string_view> args,
+                   Done done) {
         auto& l = *lanes_[lanes_.size() == 1 ? 0 : next_lane_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
         start_script_call(ctx_, l.ch, s, keys, args, std::move(done));
     }
@@ -166,8 +166,8 @@ private:
         return std::make_shared<channel>(std::move(ex), std::move(s));
     }
 
-    reply_ptr run_on(lane& l, script_id s, std::initializer_list<std::string_view> keys,
-                     std::initializer_list<std::string_view> args) {
+    reply_ptr run_on(lane& l, script_id s, std::span<const std::string_view> keys,
+                     std::span<const std::string_view> args) {
         blocking_driver::waiter w;
         reply_ptr out;
         failure why;
@@ -182,8 +182,8 @@ private:
     }
 
     /// On an executor that other threads run: start the call there and wait for it.
-    reply_ptr run_waiting(script_id s, std::initializer_list<std::string_view> keys,
-                          std::initializer_list<std::string_view> args) {
+    reply_ptr run_waiting(script_id s, std::span<const std::string_view> keys,
+                          std::span<const std::string_view> args) {
         if (running_here_ && running_here_())
             throw redis_io_error("a blocking call on a thread that runs the Redis backend's executor would wait "
                                  "for itself: use the async API (callguard/async.hpp) there");
