@@ -35,6 +35,18 @@ struct release_reply {
     std::int64_t active = 0; ///< live slots after the operation (global)
 };
 
+/// The backend's answer to putting back the slot of a call already in progress.
+enum class reinstate_state {
+    reinstated,   ///< added again (counted, whatever the cap)
+    already_held, ///< the call held a live slot (its expiry was pushed to now + ttl)
+    released,     ///< the backend knows the call was released recently and did not put it back
+};
+
+struct reinstate_reply {
+    reinstate_state state = reinstate_state::reinstated;
+    std::int64_t active = 0; ///< live slots after the operation (global)
+};
+
 /// What a storage engine must provide to back a `capacity_limiter`.
 ///
 /// 1. `b.try_acquire(req)` -> `slot_reply`: atomically (against every other caller of every
@@ -77,6 +89,25 @@ concept capacity_backend =
 template <class B>
 concept reports_data_resets = requires(const B& b) {
     { b.data_resets() } noexcept -> std::convertible_to<std::uint64_t>;
+};
+
+/// Optional: a backend that can put back the slot of a call already in progress, without a cap
+/// check. The limiter uses it for calls it admitted without the backend (fail modes `open` and
+/// `local`) and for calls whose slots the backend lost; applications use it through
+/// `capacity_limiter::reinstate` when a live call finds its slot gone.
+///
+/// 10. `b.reinstate(req)` -> `reinstate_reply`: atomically, like `try_acquire` but without
+///     comparing any count with `req.max_active` or `req.tenant_max`: remove expired slots; if
+///     `req.call_id` holds a live slot, push its expiry to now + ttl and answer `already_held`;
+///     else add the slot (global and, when `req.tenant` is not empty, the tenant's count) with
+///     expiry now + ttl and answer `reinstated`. The counts may exceed the caps; `try_acquire`
+///     then rejects until they drop below. Idempotent per call id. A backend shared by several
+///     processes may remember releases for a while and answer `released` for a call released
+///     within that time (so a late reinstatement never brings back a call that ended); a backend
+///     that remembers nothing never answers it. Failure as in 8.
+template <class B>
+concept reinstates_slots = requires(B& b, const slot_request& req) {
+    { b.reinstate(req) } -> std::same_as<reinstate_reply>;
 };
 
 } // namespace callguard

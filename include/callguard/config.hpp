@@ -46,6 +46,10 @@ constexpr std::string_view to_string(fail_mode m) noexcept {
     return "unknown";
 }
 
+/// Bounds of the reinstatement settings.
+inline constexpr std::int64_t max_remembered_value = 10'000'000;
+inline constexpr std::int64_t max_reinstate_rate = 1'000'000;
+
 /// Per-tenant caps; `std::less<>` so lookups by `std::string_view` do not allocate.
 using tenant_limit_map = std::map<std::string, std::int64_t, std::less<>>;
 
@@ -59,6 +63,13 @@ struct limiter_config {
     tenant_limit_map tenant_limits;               ///< per-tenant caps under the global one
     /// Cap used by `fail_mode::local` while the backend is down; 0 means `max_active_calls`.
     std::int64_t local_max_active_calls = 0;
+    /// Calls the limiter remembers so it can put their slots back after an outage or a data loss
+    /// (CALLS_MAX_REMEMBERED_CALLS); 0 remembers none. Past it, calls are still admitted but not
+    /// remembered (counted, and logged once per time the set fills up).
+    std::int64_t max_remembered_calls = 100'000;
+    /// How many slots per second the limiter puts back once the backend answers again
+    /// (CALLS_REINSTATE_PER_SECOND), so a recovering backend is not hit by every call at once.
+    std::int64_t reinstate_per_second = 500;
 
     /// Reads the variables of the configuration table (see README); unset ones get defaults.
     /// Throws `config_error` naming the variable and the value on anything malformed.
@@ -132,6 +143,12 @@ inline void limiter_config::validate() const {
     if (local_max_active_calls < 0 || local_max_active_calls > max_cap_value)
         throw config_error("local_max_active_calls", std::to_string(local_max_active_calls),
                            "expected 0 (same as max_active_calls) or a positive integer");
+    if (max_remembered_calls < 0 || max_remembered_calls > max_remembered_value)
+        throw config_error("max_remembered_calls", std::to_string(max_remembered_calls),
+                           "expected 0 (remember none) to " + std::to_string(max_remembered_value));
+    if (reinstate_per_second < 1 || reinstate_per_second > max_reinstate_rate)
+        throw config_error("reinstate_per_second", std::to_string(reinstate_per_second),
+                           "expected 1 to " + std::to_string(max_reinstate_rate));
     for (const auto& [name, limit] : tenant_limits) {
         if (name.empty() || !tenant_problem(name).empty())
             throw config_error("tenant_limits", name, "invalid tenant name");
@@ -160,6 +177,10 @@ inline limiter_config limiter_config::from_env(const env_lookup& lookup) {
         c.tenant_limits = parse_tenant_limits("CALLS_TENANT_LIMITS", *v);
     if (auto v = env.text("CALLS_LOCAL_MAX_ACTIVE_CALLS"))
         c.local_max_active_calls = parse_positive("CALLS_LOCAL_MAX_ACTIVE_CALLS", *v);
+    if (auto v = env.text("CALLS_MAX_REMEMBERED_CALLS"))
+        c.max_remembered_calls = parse_integer("CALLS_MAX_REMEMBERED_CALLS", *v, 0, max_remembered_value);
+    if (auto v = env.text("CALLS_REINSTATE_PER_SECOND"))
+        c.reinstate_per_second = parse_positive("CALLS_REINSTATE_PER_SECOND", *v, max_reinstate_rate);
     return c;
 }
 

@@ -17,6 +17,7 @@ enum class event_kind {
     backend_down,         ///< first failure after a healthy period (once per transition)
     backend_up,           ///< first success after a failure (once per transition)
     backend_data_lost,    ///< the backend found its stored slots gone (restarted empty, flushed)
+    reinstated,           ///< a call in progress got its slot back (counted again, even over the cap)
 };
 
 constexpr std::string_view to_string(event_kind k) noexcept {
@@ -30,6 +31,7 @@ constexpr std::string_view to_string(event_kind k) noexcept {
     case event_kind::backend_down: return "backend_down";
     case event_kind::backend_up: return "backend_up";
     case event_kind::backend_data_lost: return "backend_data_lost";
+    case event_kind::reinstated: return "reinstated";
     }
     return "unknown";
 }
@@ -47,7 +49,7 @@ struct capacity_event {
 };
 
 /// Called synchronously on the thread that made the decision, after the decision, outside any
-/// lock of the limiter. Keep it quick (hand the event to a queue); exceptions are swallowed.
+/// lock of the limiter (for slots the limiter puts back on its own: its reinstatement thread). Keep it quick (hand the event to a queue); exceptions are swallowed.
 /// This is how an application records `rejected_capacity` rows in its own database.
 using event_observer = std::function<void(const capacity_event&)>;
 

@@ -51,7 +51,8 @@ public:
         const auto ttl = std::to_string(req.ttl.count());
         const auto tenant_cap = std::to_string(req.tenant_max);
         auto r = guarded([&] {
-            return st.runner.run(detail::script_id::acquire, {st.active_key, st.owners_key},
+            return st.runner.run(detail::script_id::acquire,
+                                 {st.active_key, st.owners_key, st.released_key},
                                  {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base});
         });
         auto [code, live] = pair_of(r.get());
@@ -59,6 +60,23 @@ public:
             slot_state::acquired, slot_state::already_held, slot_state::rejected,
             slot_state::rejected_tenant};
         if (code < 0 || code > 3) throw redis_reply_error("unexpected acquire reply");
+        return {states[static_cast<std::size_t>(code)], live};
+    }
+
+    /// Puts back the slot of a call already in progress, with no cap check (requirement 10 of
+    /// `backend.hpp`): `released` when the call was released within `release_memory`.
+    reinstate_reply reinstate(const slot_request& req) {
+        auto& st = *st_;
+        const auto ttl = std::to_string(req.ttl.count());
+        auto r = guarded([&] {
+            return st.runner.run(detail::script_id::reinstate,
+                                 {st.active_key, st.owners_key, st.released_key},
+                                 {req.call_id, ttl, req.tenant, st.base});
+        });
+        auto [code, live] = pair_of(r.get());
+        static constexpr std::array<reinstate_state, 3> states{
+            reinstate_state::reinstated, reinstate_state::already_held, reinstate_state::released};
+        if (code < 0 || code > 2) throw redis_reply_error("unexpected reinstate reply");
         return {states[static_cast<std::size_t>(code)], live};
     }
 
@@ -128,7 +146,7 @@ private:
     /// One backend's parts; copies of the backend share them.
     struct state {
         redis_options options; // validated; the parts below refer to it
-        std::string base, active_key, owners_key;
+        std::string base, active_key, owners_key, released_key, release_memory_ms;
         detail::circuit_breaker breaker;
         detail::replay_queue replays;
         detail::dataset_marker marker;
@@ -140,6 +158,8 @@ private:
               base("{" + options.key_prefix + "}"),
               active_key(base + ":active"),
               owners_key(base + ":owners"),
+              released_key(base + ":released"),
+              release_memory_ms(std::to_string(options.release_memory.count())),
               breaker(options.probe_interval),
               replays(options.max_pending_releases),
               marker(base + ":epoch",
@@ -167,7 +187,8 @@ private:
 
     detail::reply_ptr run_release(std::string_view call_id) {
         auto& st = *st_;
-        return st.runner.run(detail::script_id::release, {st.active_key, st.owners_key}, {call_id, st.base});
+        return st.runner.run(detail::script_id::release, {st.active_key, st.owners_key, st.released_key},
+                             {call_id, st.base, st.release_memory_ms});
     }
 
     /// Runs one network operation behind the breaker; maps its outcome onto the breaker, and
@@ -237,5 +258,6 @@ private:
 };
 
 static_assert(capacity_backend<redis_backend>);
+static_assert(reinstates_slots<redis_backend>);
 
 } // namespace callguard
