@@ -37,6 +37,7 @@ TEST_CASE("from_env: defaults depend on PRODUCTION") {
     CHECK(dev.tenant_limits.empty());
     CHECK(dev.max_remembered_calls == 100'000);
     CHECK(dev.reinstate_per_second == 500);
+    CHECK(dev.reinstate_delay == std::chrono::milliseconds(2000));
     CHECK(callguard::limiter_config::from_env(env({{"PRODUCTION", "1"}})).max_active_calls == 15);
     CHECK(callguard::limiter_config::from_env(env({{"PRODUCTION", "true"}})).max_active_calls == 15);
     CHECK(callguard::limiter_config::from_env(env({{"PRODUCTION", "0"}})).max_active_calls == 50);
@@ -55,7 +56,9 @@ TEST_CASE("from_env: reads every variable") {
         {"CALLS_LOCAL_MAX_ACTIVE_CALLS", "4"},
         {"CALLS_MAX_REMEMBERED_CALLS", "0"},
         {"CALLS_REINSTATE_PER_SECOND", "50"},
+        {"CALLS_REINSTATE_DELAY_MS", "0"},
     }));
+    CHECK(c.reinstate_delay == std::chrono::milliseconds(0));
     CHECK(c.max_remembered_calls == 0);
     CHECK(c.reinstate_per_second == 50);
     CHECK(c.max_active_calls == 20);
@@ -115,6 +118,7 @@ TEST_CASE("from_env: a bad value names the variable and the value") {
              bad{"CALLS_MAX_REMEMBERED_CALLS", "99999999999"},
              bad{"CALLS_REINSTATE_PER_SECOND", "0"},
              bad{"CALLS_REINSTATE_PER_SECOND", "fast"},
+             bad{"CALLS_REINSTATE_DELAY_MS", "-5"},
          }) {
         CAPTURE(var);
         CAPTURE(value);

@@ -425,3 +425,28 @@ TEST_CASE("destroying a limiter while its thread waits on a dead backend is prom
     }
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
 }
+
+TEST_CASE("the limiter waits reinstate_delay after the backend is back before putting slots back") {
+    auto cfg = test::small_config(5);
+    cfg.reinstate_delay = std::chrono::milliseconds(600);
+    rig r(cfg);
+    r.backend.ctl().failing = true;
+    REQUIRE(r.limiter.acquire("CA-wait").outcome == acquire_outcome::admitted_fail_open);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    r.backend.ctl().failing = false;
+    const auto back = std::chrono::steady_clock::now();
+    // The limiter's thread finds the backend back by itself (a count), then waits.
+    REQUIRE(test::eventually([&] { return r.limiter.reinstate_pending() == 0; }, std::chrono::seconds(3)));
+    auto calls = r.backend.ctl().reinstate_calls();
+    REQUIRE(calls.size() == 1);
+    CHECK(calls[0].at - back >= std::chrono::milliseconds(600));
+    CHECK(calls[0].at - back < std::chrono::milliseconds(1500));
+    CHECK(r.backend.ctl().counts >= 1);
+    // A live call refreshing meanwhile puts its own slot back at once.
+    r.backend.ctl().failing = true;
+    REQUIRE(r.limiter.acquire("CA-self").outcome == acquire_outcome::admitted_fail_open);
+    r.backend.ctl().failing = false;
+    CHECK_FALSE(r.limiter.refresh("CA-self"));
+    CHECK(r.limiter.reinstate("CA-self").outcome == callguard::reinstate_outcome::reinstated);
+    CHECK(r.limiter.reinstate_pending() == 0);
+}

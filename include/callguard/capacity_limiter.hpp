@@ -51,8 +51,10 @@ struct limiter_hooks {
 /// admitted or adopted; it forgets a call when it is released here. When the backend answers
 /// again, or reports that it lost its slots, a thread of the limiter's own (started the first
 /// time something waits, joined by the destructor) puts those slots back, without a cap check,
-/// at most `reinstate_per_second`; the count may then be above the cap, and new calls are
-/// rejected until it is below.
+/// at most `reinstate_per_second`: at once for calls held by a `slot_guard` here (or vouched for
+/// with `reinstate`), after `reinstate_delay` for calls only admitted here (their end may have
+/// reached another instance, whose kept release must land first). The count may then be above
+/// the cap, and new calls are rejected until it is below.
 template <capacity_backend Backend>
 class capacity_limiter {
 public:
@@ -90,22 +92,7 @@ public:
     /// Throws `std::invalid_argument` for a malformed call id or tenant (nothing is taken);
     /// never throws for an unreachable backend (the fail mode decides).
     acquire_result acquire(std::string_view call_id, std::string_view tenant = {}) {
-        validate_call_id(call_id);
-        validate_tenant(tenant);
-        const slot_request req{call_id, tenant, config_.max_active_calls,
-                               config_.tenant_limit(tenant), ttl()};
-        slot_reply reply;
-        try {
-            reply = backend_.try_acquire(req);
-        } catch (const backend_error& e) {
-            on_backend_failure(e);
-            return decide_without_backend(req);
-        }
-        on_backend_success();
-        auto result = decided(req, reply, false);
-        if constexpr (remembers_every_call)
-            if (result.admitted()) remember(req, false);
-        return result;
+        return admit(call_id, tenant, false);
     }
 
     /// Gives `call_id`'s slot back. Idempotent and `noexcept`: true if a slot was freed now.
@@ -149,7 +136,9 @@ public:
     }
 
     /// Pushes a held slot's expiry to now + `slot_ttl` (long calls, heartbeats). False if the
-    /// call holds no slot (released or expired) or the backend cannot answer.
+    /// call holds no slot in the backend (released, expired, lost, or admitted without it: call
+    /// `reinstate` for a call still in progress), or the backend cannot answer (with
+    /// `fail_mode::local`: whether the in-process cap holds it).
     /// Throws `std::invalid_argument` for a malformed call id.
     bool refresh(std::string_view call_id) {
         validate_call_id(call_id);
@@ -159,15 +148,15 @@ public:
             } catch (...) {
             }
         }
-        bool ok = false;
-        if (local_) ok = local_->refresh(call_id, ttl());
+        const bool held_locally = local_ && local_->refresh(call_id, ttl());
         try {
-            ok = backend_.refresh(call_id, ttl()) || ok;
+            const bool held = backend_.refresh(call_id, ttl());
             on_backend_success();
+            return held;
         } catch (const backend_error& e) {
             on_backend_failure(e);
         }
-        return ok;
+        return held_locally;
     }
 
     /// Puts back the slot of a call already in progress, counted in the global and tenant counts
@@ -191,7 +180,7 @@ public:
             reply = backend_.reinstate(req);
         } catch (const backend_error& e) {
             on_backend_failure(e);
-            remember(req, true);
+            remember(req, true, true);
             return {reinstate_outcome::deferred, last_active_.load(std::memory_order_relaxed),
                     config_.max_active_calls};
         }
@@ -200,7 +189,7 @@ public:
         if (outcome == reinstate_outcome::released) {
             forget(call_id);
         } else if (live_ && (remembers_every_call || live_->size() != 0)) {
-            remember(req, false);
+            remember(req, false, true);
         }
         return {outcome, reply.active, config_.max_active_calls};
     }
@@ -248,9 +237,11 @@ public:
         return n;
     }
 
-    /// `acquire` wrapped in a guard that releases on destruction when admitted.
+    /// `acquire` wrapped in a guard that releases on destruction when admitted. A call held by a
+    /// guard is known to be live here: if its slot must be put back, it goes first, without
+    /// waiting `reinstate_delay`.
     slot_guard guard(std::string_view call_id, std::string_view tenant = {}) {
-        auto r = acquire(call_id, tenant);
+        auto r = admit(call_id, tenant, true);
         return slot_guard(this, &release_thunk, std::string(call_id), r);
     }
 
@@ -299,24 +290,48 @@ private:
     std::int64_t ttl_ticks() const noexcept {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(config_.slot_ttl).count();
     }
+    static std::chrono::steady_clock::rep steady_now() noexcept {
+        return std::chrono::steady_clock::now().time_since_epoch().count();
+    }
     static std::int64_t now_ticks() noexcept {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(
                    std::chrono::steady_clock::now().time_since_epoch())
             .count();
     }
 
+    /// `acquire`; `held`: for a guard of this process.
+    acquire_result admit(std::string_view call_id, std::string_view tenant, bool held) {
+        validate_call_id(call_id);
+        validate_tenant(tenant);
+        const slot_request req{call_id, tenant, config_.max_active_calls,
+                               config_.tenant_limit(tenant), ttl()};
+        slot_reply reply;
+        try {
+            reply = backend_.try_acquire(req);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+            return decide_without_backend(req, held);
+        }
+        on_backend_success();
+        auto result = decided(req, reply, false);
+        if constexpr (remembers_every_call)
+            if (result.admitted()) remember(req, false, held);
+        return result;
+    }
+
     // ---- the calls remembered, and putting their slots back -----------------------------------
 
     /// Remembers a call admitted or adopted here; `missing`: the backend does not hold its slot
-    /// (admitted without it), so it waits to be put back. Never throws: a call that cannot be
-    /// remembered is still admitted.
-    void remember(const slot_request& req, bool missing) noexcept {
+    /// (admitted without it), so it waits to be put back; `held`: a guard here holds it, or the
+    /// application vouched for it. Never throws: a call that cannot be remembered is still
+    /// admitted.
+    void remember(const slot_request& req, bool missing, bool held) noexcept {
         if (!live_) {
             if (missing) count(counter::not_remembered);
             return;
         }
         try {
-            const auto r = live_->remember(req.call_id, req.tenant, now_ticks() + ttl_ticks(), missing);
+            const auto r = live_->remember(req.call_id, req.tenant, now_ticks() + ttl_ticks(), missing, held);
             if (r == detail::live_calls::remembered::full) {
                 count(counter::not_remembered);
                 if (!remember_full_.exchange(true))
@@ -381,14 +396,18 @@ private:
         worker_cv_.notify_one();
     }
 
-    /// The reinstatement thread: sleeps until something waits, then puts slots back one batch per
-    /// tick (the rate), backing off while the backend cannot answer. A data loss found by any
-    /// thread is turned into waiting calls here, off the callers' path.
+    /// The reinstatement thread: sleeps until something waits; while the backend is down, probes
+    /// it (a count, which changes nothing) at most every `reinstate_retry`; once it answers (or
+    /// reported a data loss) and `reinstate_delay` has passed, puts slots back one batch per tick
+    /// (the rate). A data loss found by any thread is turned into waiting calls here, off the
+    /// callers' path.
     void run_worker() noexcept {
+        using std::chrono::steady_clock;
         const auto per_tick = static_cast<std::size_t>(std::max<std::int64_t>(
             1, config_.reinstate_per_second * reinstate_tick.count() / 1000));
+        auto awake = [&] { return stopping_ || worker_wake_ || reset_found_; };
         std::unique_lock lk(worker_mu_);
-        auto next = std::chrono::steady_clock::now();
+        auto next = steady_clock::now();
         while (!stopping_) {
             if (std::exchange(reset_found_, false)) {
                 lk.unlock();
@@ -399,32 +418,60 @@ private:
                 lk.lock();
                 continue;
             }
-            if (live_->pending() == 0) {
-                worker_wake_ = false;
-                worker_cv_.wait(lk, [&] { return stopping_ || worker_wake_ || reset_found_; });
-                next = std::chrono::steady_clock::now();
+            worker_wake_ = false;
+            if (live_->queued() == 0) {
+                worker_cv_.wait(lk, awake);
                 continue;
             }
-            if (std::chrono::steady_clock::now() < next) {
-                worker_wake_ = false;
-                worker_cv_.wait_until(lk, next, [&] { return stopping_ || worker_wake_ || reset_found_; });
-                if (worker_wake_ && healthy_.load(std::memory_order_relaxed))
-                    next = std::chrono::steady_clock::now(); // the backend answers again: go now
+            const auto now = steady_clock::now();
+            if (!healthy_.load()) {
+                if (now < next) {
+                    worker_cv_.wait_until(lk, next, awake);
+                    continue;
+                }
+                lk.unlock();
+                probe();
+                lk.lock();
+                next = steady_clock::now() + reinstate_retry;
+                continue;
+            }
+            // Calls held here go back at once; calls only admitted here after the delay.
+            const auto ready = steady_clock::time_point(steady_clock::duration(
+                                   up_since_.load(std::memory_order_relaxed))) +
+                               config_.reinstate_delay;
+            const bool admitted_too = now >= ready;
+            const auto wake_at = live_->queued_held() != 0 || admitted_too ? next : std::max(next, ready);
+            if (now < wake_at) {
+                worker_cv_.wait_until(lk, wake_at, awake);
                 continue;
             }
             lk.unlock();
-            const bool ok = reinstate_some(per_tick);
+            const bool ok = reinstate_some(per_tick, admitted_too);
             lk.lock();
-            next = std::chrono::steady_clock::now() + (ok ? reinstate_tick : reinstate_retry);
+            next = steady_clock::now() + (ok ? reinstate_tick : reinstate_retry);
         }
     }
 
-    /// Puts back up to `n` waiting slots; false when the backend failed (the rest wait again).
-    bool reinstate_some(std::size_t n) noexcept {
+    /// Asks the backend for its count: the cheapest operation that tells whether it answers.
+    void probe() noexcept {
+        try {
+            const auto n = backend_.active_count();
+            on_backend_success();
+            last_active_.store(n, std::memory_order_relaxed);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+        } catch (...) {
+            count(counter::backend_errors);
+        }
+    }
+
+    /// Puts back up to `n` waiting slots (of calls held here first, then, when `admitted_too`,
+    /// of calls only admitted here); false when the backend failed (the rest wait again).
+    bool reinstate_some(std::size_t n, bool admitted_too) noexcept {
         std::vector<detail::live_calls::work_item> batch;
         const auto now = now_ticks();
         try {
-            batch = live_->take(n, now);
+            batch = live_->take(n, now, admitted_too);
         } catch (...) {
             return false;
         }
@@ -518,7 +565,7 @@ private:
         return {acquire_outcome::rejected, reply.active, max, by_tenant};
     }
 
-    acquire_result decide_without_backend(const slot_request& req) {
+    acquire_result decide_without_backend(const slot_request& req, bool held) {
         const auto max = config_.max_active_calls;
         const auto known = last_active_.load(std::memory_order_relaxed);
         switch (config_.fail_mode) {
@@ -527,7 +574,7 @@ private:
             log_.log(log_level::warning, "[CAPACITY] FAIL_OPEN call_id={} backend={}", req.call_id,
                      backend_.name());
             notify(call_event(event_kind::admitted_fail_open, req, known));
-            if constexpr (can_reinstate) remember(req, true);
+            if constexpr (can_reinstate) remember(req, true, held);
             return {acquire_outcome::admitted_fail_open, known, max};
         case fail_mode::closed:
             count(counter::rejected_fail_closed);
@@ -542,7 +589,7 @@ private:
         if (config_.local_max_active_calls > 0) local_req.max_active = config_.local_max_active_calls;
         auto result = decided(req, local_->try_acquire(local_req), true);
         if constexpr (can_reinstate)
-            if (result.admitted()) remember(req, true);
+            if (result.admitted()) remember(req, true, held);
         return result;
     }
 
@@ -559,6 +606,7 @@ private:
     void on_backend_success() noexcept {
         if constexpr (reports_data_resets<Backend>) check_data_resets();
         if (healthy_.load(std::memory_order_relaxed) || healthy_.exchange(true)) return;
+        up_since_.store(steady_now(), std::memory_order_relaxed);
         log_.log(log_level::warning, "[CAPACITY] BACKEND_UP backend={}", backend_.name());
         notify(backend_event(event_kind::backend_up));
         if (live_ && live_->pending() != 0) wake_worker(); // the waiting slots can go back now
@@ -578,6 +626,7 @@ private:
                             "those calls refresh or end");
         notify(backend_event(event_kind::backend_data_lost));
         if (put_back) {
+            up_since_.store(steady_now(), std::memory_order_relaxed); // the delay starts again
             {
                 std::lock_guard lk(worker_mu_);
                 reset_found_ = true;
@@ -633,6 +682,9 @@ private:
     detail::striped_counters<static_cast<std::size_t>(counter::count_)> counters_;
     std::unique_ptr<detail::live_calls> live_; // calls in progress known here; null: none kept
     std::atomic<bool> remember_full_{false};   // REMEMBER_FULL logged for the current fill-up
+    // When the backend last came back (or reported a data loss): the reinstatement delay
+    // counts from here. steady_clock ticks.
+    std::atomic<std::chrono::steady_clock::rep> up_since_{0};
     // The reinstatement thread, started the first time a slot waits to be put back.
     std::mutex worker_mu_;
     std::condition_variable worker_cv_;

@@ -49,6 +49,7 @@ constexpr std::string_view to_string(fail_mode m) noexcept {
 /// Bounds of the reinstatement settings.
 inline constexpr std::int64_t max_remembered_value = 10'000'000;
 inline constexpr std::int64_t max_reinstate_rate = 1'000'000;
+inline constexpr std::int64_t max_reinstate_delay_ms = 600'000;
 
 /// Per-tenant caps; `std::less<>` so lookups by `std::string_view` do not allocate.
 using tenant_limit_map = std::map<std::string, std::int64_t, std::less<>>;
@@ -70,6 +71,12 @@ struct limiter_config {
     /// How many slots per second the limiter puts back once the backend answers again
     /// (CALLS_REINSTATE_PER_SECOND), so a recovering backend is not hit by every call at once.
     std::int64_t reinstate_per_second = 500;
+    /// How long the limiter waits, once the backend answers again (or reports a data loss),
+    /// before it puts back the calls only admitted here (CALLS_REINSTATE_DELAY_MS): their end may
+    /// have reached another instance, which replays the release it kept during the outage on its
+    /// first successful call; waiting lets that land first, so such a call is not put back.
+    /// Calls held by a `slot_guard` here (or vouched for with `reinstate`) do not wait.
+    std::chrono::milliseconds reinstate_delay{2000};
 
     /// Reads the variables of the configuration table (see README); unset ones get defaults.
     /// Throws `config_error` naming the variable and the value on anything malformed.
@@ -149,6 +156,9 @@ inline void limiter_config::validate() const {
     if (reinstate_per_second < 1 || reinstate_per_second > max_reinstate_rate)
         throw config_error("reinstate_per_second", std::to_string(reinstate_per_second),
                            "expected 1 to " + std::to_string(max_reinstate_rate));
+    if (reinstate_delay.count() < 0 || reinstate_delay.count() > max_reinstate_delay_ms)
+        throw config_error("reinstate_delay", std::to_string(reinstate_delay.count()) + "ms",
+                           "expected 0 to " + std::to_string(max_reinstate_delay_ms) + " ms");
     for (const auto& [name, limit] : tenant_limits) {
         if (name.empty() || !tenant_problem(name).empty())
             throw config_error("tenant_limits", name, "invalid tenant name");
@@ -181,6 +191,9 @@ inline limiter_config limiter_config::from_env(const env_lookup& lookup) {
         c.max_remembered_calls = parse_integer("CALLS_MAX_REMEMBERED_CALLS", *v, 0, max_remembered_value);
     if (auto v = env.text("CALLS_REINSTATE_PER_SECOND"))
         c.reinstate_per_second = parse_positive("CALLS_REINSTATE_PER_SECOND", *v, max_reinstate_rate);
+    if (auto v = env.text("CALLS_REINSTATE_DELAY_MS"))
+        c.reinstate_delay = std::chrono::milliseconds(
+            parse_integer("CALLS_REINSTATE_DELAY_MS", *v, 0, max_reinstate_delay_ms));
     return c;
 }
 

@@ -193,6 +193,7 @@ inline callguard::limiter_config small_config(std::int64_t cap) {
     callguard::limiter_config c;
     c.max_active_calls = cap;
     c.log_level = callguard::log_level::debug;
+    c.reinstate_delay = std::chrono::milliseconds(0); // tests of the delay set their own
     return c;
 }
 

@@ -2,13 +2,16 @@
 
 // The calls a limiter knows to be in progress, so it can put their slots back when the backend
 // lost them or never had them (admitted during an outage). Bounded; sharded by call id so
-// unrelated calls do not share a lock; the calls waiting to be put back form a queue (linked from
-// their entries, so forgetting a call takes it out at once), so the worker that drains it never
-// scans the whole set and the queue never outgrows the set.
+// unrelated calls do not share a lock. The calls waiting to be put back form two queues, linked
+// from their entries (forgetting a call takes it out at once, and the queues never outgrow the
+// set): calls held here (by a guard in this process, or vouched for by the application), which
+// are known to be live, and calls only admitted here, whose end another instance may have seen. The worker that drains them
+// never scans the whole set.
 
 #include "string_hash.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +43,7 @@ public:
         std::string call_id, tenant;
         rep expires = 0;       ///< when the call's slot would have expired
         std::uint64_t gen = 0; ///< which remembering of this id it was
+        bool held_here = false; ///< held by a guard here, or vouched for
     };
 
     explicit live_calls(std::size_t capacity, std::size_t shards = 16)
@@ -48,13 +52,22 @@ public:
 
     std::size_t capacity() const noexcept { return capacity_; }
     std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
-    /// Calls waiting to be put back.
+    /// Calls waiting to be put back (queued, or taken and not settled yet).
     std::size_t pending() const noexcept { return pending_.load(std::memory_order_relaxed); }
+    /// Calls held here (a guard, or vouched for), queued to be put back.
+    std::size_t queued_held() const noexcept { return queued_[held_queue].load(std::memory_order_relaxed); }
+    /// Calls queued to be put back, of both kinds.
+    std::size_t queued() const noexcept {
+        return queued_[held_queue].load(std::memory_order_relaxed) +
+               queued_[admitted_queue].load(std::memory_order_relaxed);
+    }
 
     /// Remembers `call_id` as live until `expires` (pushed, never shortened): waiting to be put
-    /// back when `pending`, else known to hold its slot (no longer waiting). A call already known
-    /// keeps its tenant.
-    remembered remember(std::string_view call_id, std::string_view tenant, rep expires, bool pending) {
+    /// back when `pending`, else known to hold its slot (no longer waiting). `held_here`: a guard
+    /// in this process holds it, or the application vouched for it with `reinstate` (stays so
+    /// until the call is forgotten). A call already known keeps its tenant.
+    remembered remember(std::string_view call_id, std::string_view tenant, rep expires, bool pending,
+                        bool held_here) {
         auto& sh = shard_for(call_id);
         std::lock_guard lk(sh.mu);
         auto it = sh.calls.find(call_id);
@@ -63,16 +76,28 @@ public:
                 size_.fetch_sub(1, std::memory_order_relaxed);
                 return remembered::full;
             }
-            it = sh.calls.emplace(std::string(call_id), entry{std::string(tenant), expires, next_gen_++, false, false, {}}).first;
+            it = sh.calls.try_emplace(std::string(call_id)).first;
+            it->second.tenant = std::string(tenant);
+            it->second.expires = expires;
+            it->second.gen = next_gen_++;
+            it->second.held_here = held_here;
             if (pending) mark_pending(it);
             return remembered::added;
         }
-        it->second.expires = std::max(it->second.expires, expires);
+        auto& e = it->second;
+        e.expires = std::max(e.expires, expires);
+        if (held_here && !e.held_here) {
+            e.held_here = true;
+            if (e.queued) { // move to the queue of calls known to be live
+                unqueue(it);
+                enqueue(it, false);
+            }
+        }
         if (pending) {
             mark_pending(it);
-        } else if (it->second.pending) {
+        } else if (e.pending) {
             unqueue(it);
-            it->second.pending = false;
+            e.pending = false;
             pending_.fetch_sub(1, std::memory_order_relaxed);
         }
         return remembered::updated;
@@ -113,28 +138,32 @@ public:
         return pending();
     }
 
-    /// Takes up to `n` calls waiting to be put back, oldest first; they stay marked as waiting
-    /// until `done`, `drop` or `put_back`. Expired ones are forgotten on the way.
-    std::vector<work_item> take(std::size_t n, rep now) {
+    /// Takes up to `n` calls waiting to be put back, oldest first: those held here, then (when
+    /// `admitted_too`) the ones only admitted here. They stay pending until `done`, `drop` or
+    /// `put_back`. Expired ones are forgotten on the way.
+    std::vector<work_item> take(std::size_t n, rep now, bool admitted_too) {
         std::vector<work_item> out;
-        while (out.size() < n) {
-            std::string id;
-            {
-                std::lock_guard lk(queue_mu_);
-                if (queue_.empty()) break;
-                id = queue_.front();
+        for (std::size_t q : {held_queue, admitted_queue}) {
+            if (q == admitted_queue && !admitted_too) break;
+            while (out.size() < n) {
+                std::string id;
+                {
+                    std::lock_guard lk(queue_mu_);
+                    if (queues_[q].empty()) break;
+                    id = queues_[q].front();
+                }
+                auto& sh = shard_for(id);
+                std::lock_guard lk(sh.mu);
+                auto it = sh.calls.find(id);
+                // Forgotten or moved between the two locks: look again.
+                if (it == sh.calls.end() || !it->second.queued) continue;
+                unqueue(it);
+                if (it->second.expires <= now) {
+                    erase(sh, it);
+                    continue;
+                }
+                out.push_back({it->first, it->second.tenant, it->second.expires, it->second.gen, it->second.held_here});
             }
-            auto& sh = shard_for(id);
-            std::lock_guard lk(sh.mu);
-            auto it = sh.calls.find(id);
-            // Forgotten or taken by someone else between the two locks: look again.
-            if (it == sh.calls.end() || !it->second.queued) continue;
-            unqueue(it);
-            if (it->second.expires <= now) {
-                erase(sh, it);
-                continue;
-            }
-            out.push_back({it->first, it->second.tenant, it->second.expires, it->second.gen});
         }
         return out;
     }
@@ -171,21 +200,22 @@ public:
             auto it = sh.calls.find(w->call_id);
             if (it == sh.calls.end() || it->second.gen != w->gen || !it->second.pending || it->second.queued)
                 continue;
-            std::lock_guard qlk(queue_mu_);
-            it->second.queue_pos = queue_.insert(queue_.begin(), it->first);
-            it->second.queued = true;
+            enqueue(it, true);
         }
     }
 
 private:
     using queue_type = std::list<std::string>;
+    static constexpr std::size_t held_queue = 0, admitted_queue = 1;
 
     struct entry {
         std::string tenant;
-        rep expires;
-        std::uint64_t gen;
+        rep expires = 0;
+        std::uint64_t gen = 0;
+        bool held_here = false; ///< a guard in this process holds it, or the application vouched
         bool pending = false; ///< waiting to be put back
-        bool queued = false;  ///< in `queue_`, at `queue_pos`
+        bool queued = false;  ///< in `queues_[queue]`, at `queue_pos`
+        std::size_t queue = held_queue;
         queue_type::iterator queue_pos{};
     };
     using map = std::unordered_map<std::string, entry, string_hash, std::equal_to<>>;
@@ -204,18 +234,26 @@ private:
             it->second.pending = true;
             pending_.fetch_add(1, std::memory_order_relaxed);
         }
-        if (!it->second.queued) {
-            std::lock_guard lk(queue_mu_);
-            it->second.queue_pos = queue_.insert(queue_.end(), it->first);
-            it->second.queued = true;
-        }
+        if (!it->second.queued) enqueue(it, false);
+    }
+
+    void enqueue(map::iterator it, bool front) {
+        auto& e = it->second;
+        e.queue = e.held_here ? held_queue : admitted_queue;
+        std::lock_guard lk(queue_mu_);
+        auto& q = queues_[e.queue];
+        e.queue_pos = q.insert(front ? q.begin() : q.end(), it->first);
+        e.queued = true;
+        queued_[e.queue].fetch_add(1, std::memory_order_relaxed);
     }
 
     void unqueue(map::iterator it) {
-        if (!it->second.queued) return;
+        auto& e = it->second;
+        if (!e.queued) return;
         std::lock_guard lk(queue_mu_);
-        queue_.erase(it->second.queue_pos);
-        it->second.queued = false;
+        queues_[e.queue].erase(e.queue_pos);
+        e.queued = false;
+        queued_[e.queue].fetch_sub(1, std::memory_order_relaxed);
     }
 
     map::iterator erase(shard& sh, map::iterator it) {
@@ -229,9 +267,10 @@ private:
     const std::size_t shard_count_;
     std::unique_ptr<shard[]> shards_;
     std::atomic<std::size_t> size_{0}, pending_{0};
+    std::array<std::atomic<std::size_t>, 2> queued_{};
     std::atomic<std::uint64_t> next_gen_{1};
     std::mutex queue_mu_;
-    queue_type queue_; // ids waiting to be put back, oldest first
+    std::array<queue_type, 2> queues_; // ids waiting to be put back, oldest first, by kind
 };
 
 } // namespace callguard::detail
