@@ -51,8 +51,7 @@ public:
         const auto ttl = std::to_string(req.ttl.count());
         const auto tenant_cap = std::to_string(req.tenant_max);
         auto r = guarded([&] {
-            return st.runner.run(detail::script_id::acquire,
-                                 {st.active_key, st.owners_key, st.released_key},
+            return st.runner.run(detail::script_id::acquire, {st.active_key, st.owners_key},
                                  {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base});
         });
         auto [code, live] = pair_of(r.get());

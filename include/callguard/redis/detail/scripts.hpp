@@ -56,10 +56,11 @@ namespace callguard::detail::lua {
     "  end\n"                                                                                    \
     "end\n"
 
-/// KEYS: active, owners, released. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap
-/// (0 = none), key base ("{prefix}"). Returns {state, live}: 0 acquired, 1 already held,
-/// 2 rejected, 3 rejected by the tenant cap. A new admission forgets an earlier release of the
-/// same id.
+/// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),
+/// key base ("{prefix}"). Returns {state, live}: 0 acquired, 1 already held, 2 rejected,
+/// 3 rejected by the tenant cap. A new admission forgets an earlier release of the same id
+/// (`{prefix}:released`, named from the base: the script runner takes at most 8 keys and
+/// arguments).
 inline constexpr std::string_view acquire = CALLGUARD_LUA_PROLOGUE R"lua(
 local active, owners = KEYS[1], KEYS[2]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -85,7 +86,7 @@ if tenant ~= '' then
 end
 redis.call('ZADD', active, expires, id)
 extend(active, ttl)
-redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', base .. ':released', id)
 return {0, live + 1}
 )lua";
 
