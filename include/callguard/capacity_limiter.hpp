@@ -92,7 +92,7 @@ public:
     /// Throws `std::invalid_argument` for a malformed call id or tenant (nothing is taken);
     /// never throws for an unreachable backend (the fail mode decides).
     acquire_result acquire(std::string_view call_id, std::string_view tenant = {}) {
-        return admit(call_id, tenant, false);
+        return admit<false>(call_id, tenant);
     }
 
     /// Gives `call_id`'s slot back. Idempotent and `noexcept`: true if a slot was freed now.
@@ -241,7 +241,7 @@ public:
     /// guard is known to be live here: if its slot must be put back, it goes first, without
     /// waiting `reinstate_delay`.
     slot_guard guard(std::string_view call_id, std::string_view tenant = {}) {
-        auto r = admit(call_id, tenant, true);
+        auto r = admit<true>(call_id, tenant);
         return slot_guard(this, &release_thunk, std::string(call_id), r);
     }
 
@@ -299,8 +299,9 @@ private:
             .count();
     }
 
-    /// `acquire`; `held`: for a guard of this process.
-    acquire_result admit(std::string_view call_id, std::string_view tenant, bool held) {
+    /// `acquire`; `Held`: for a guard of this process.
+    template <bool Held>
+    acquire_result admit(std::string_view call_id, std::string_view tenant) {
         validate_call_id(call_id);
         validate_tenant(tenant);
         const slot_request req{call_id, tenant, config_.max_active_calls,
@@ -310,13 +311,16 @@ private:
             reply = backend_.try_acquire(req);
         } catch (const backend_error& e) {
             on_backend_failure(e);
-            return decide_without_backend(req, held);
+            return decide_without_backend(req, Held);
         }
         on_backend_success();
-        auto result = decided(req, reply, false);
-        if constexpr (remembers_every_call)
-            if (result.admitted()) remember(req, false, held);
-        return result;
+        if constexpr (remembers_every_call) {
+            auto result = decided(req, reply, false);
+            if (result.admitted()) remember(req, false, Held);
+            return result;
+        } else {
+            return decided(req, reply, false); // returned in place: no copy on the hot path
+        }
     }
 
     // ---- the calls remembered, and putting their slots back -----------------------------------
@@ -603,9 +607,14 @@ private:
         notify(ev);
     }
 
+    /// Small enough to inline on every decision: the transition is out of line.
     void on_backend_success() noexcept {
         if constexpr (reports_data_resets<Backend>) check_data_resets();
-        if (healthy_.load(std::memory_order_relaxed) || healthy_.exchange(true)) return;
+        if (!healthy_.load(std::memory_order_relaxed)) on_backend_back();
+    }
+
+    void on_backend_back() noexcept {
+        if (healthy_.exchange(true)) return;
         up_since_.store(steady_now(), std::memory_order_relaxed);
         log_.log(log_level::warning, "[CAPACITY] BACKEND_UP backend={}", backend_.name());
         notify(backend_event(event_kind::backend_up));
