@@ -97,9 +97,10 @@ private:
         auto now = std::chrono::steady_clock::now();
         if (now - last_refresh_ < refresh_interval_) return;
         last_refresh_ = now;
-        // The slot is gone (Redis restarted empty, or it expired): take it again, so the call
-        // counts once more. Over capacity it is not dropped: it is already in progress.
-        if (!limiter_.refresh(call_sid_)) limiter_.acquire(call_sid_, tenant_);
+        // The slot is gone (Redis restarted empty, failed over before replicating it, or the call
+        // was admitted while Redis was unreachable): put it back. A live call is a fact, not a
+        // request, so it counts again even over the cap (new calls wait until enough end).
+        if (!limiter_.refresh(call_sid_)) limiter_.reinstate(call_sid_, tenant_);
     }
 
     Limiter& limiter_;

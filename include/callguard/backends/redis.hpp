@@ -82,13 +82,11 @@ public:
 
     // --- the capacity_backend operations; each one script, one round trip ------------------
 
-    slot_reply try_acquire(const slot_request& req) { return acquire_op(req, blocking()); }
-    release_reply release(std::string_view call_id) { return release_op(call_id, blocking(call_id)); }
-    bool refresh(std::string_view call_id, std::chrono::milliseconds ttl) {
-        return refresh_op(call_id, ttl, blocking());
-    }
-    std::int64_t active_count() { return count_op(blocking()); }
-    std::size_t cleanup_expired() { return cleanup_op(blocking()); }
+    slot_reply try_acquire(const slot_request& req);
+    release_reply release(std::string_view call_id);
+    bool refresh(std::string_view call_id, std::chrono::milliseconds ttl);
+    std::int64_t active_count();
+    std::size_t cleanup_expired();
 
     /// The same operations without blocking (`async_capacity_backend`): `done(result, const
     /// backend_error*)` runs exactly once, later, on the backend's executor; a non-null error
@@ -110,11 +108,19 @@ public:
         count_op(nonblocking(std::move(done)));
     }
 
+    /// Puts back the slot of a call already in progress, with no cap check (requirement 10 of
+    /// `backend.hpp`): `released` when the call was released within `release_memory`.
+    reinstate_reply reinstate(const slot_request& req);
+    template <class Done>
+    void async_reinstate(const slot_request& req, Done done) {
+        reinstate_op(req, nonblocking(std::move(done)));
+    }
+
     // --- waiting room (waiting_room.hpp): one script each, keys under the same hash tag -----
 
-    wait_reply wait_turn(const wait_request& req) { return wait_turn_op(req, blocking()); }
-    leave_reply leave_line(std::string_view call_id) { return leave_line_op(call_id, blocking()); }
-    line_reply line_status() { return line_status_op(blocking()); }
+    wait_reply wait_turn(const wait_request& req);
+    leave_reply leave_line(std::string_view call_id);
+    line_reply line_status();
 
     std::string_view name() const noexcept { return "redis"; }
     bool healthy() const noexcept { return !st_->breaker.is_open(); }
@@ -146,7 +152,7 @@ private:
     /// One backend's parts; copies of the backend share them.
     struct state {
         redis_options options; // validated; the parts below refer to it
-        std::string base, active_key, owners_key;
+        std::string base, active_key, owners_key, released_key, release_memory_ms;
         boost::asio::any_io_executor executor; // given, or the system executor
         detail::circuit_breaker breaker;
         detail::replay_queue replays;
@@ -172,6 +178,8 @@ private:
               base("{" + options.key_prefix + "}"),
               active_key(base + ":active"),
               owners_key(base + ":owners"),
+              released_key(base + ":released"),
+              release_memory_ms(std::to_string(options.release_memory.count())),
               executor(std::move(ex)),
               breaker(options.probe_interval),
               replays(options.max_pending_releases),
@@ -232,10 +240,24 @@ private:
     template <class Call>
     auto release_op(std::string_view call_id, Call&& call) {
         auto& st = *st_;
-        return call(detail::script_id::release, {st.active_key, st.owners_key}, {call_id, st.base},
-                    [](const redisReply* r) {
+        return call(detail::script_id::release, {st.active_key, st.owners_key, st.released_key},
+                    {call_id, st.base, st.release_memory_ms}, [](const redisReply* r) {
                         auto [freed, live] = pair_of(r);
                         return release_reply{freed == 1, live};
+                    });
+    }
+
+    template <class Call>
+    auto reinstate_op(const slot_request& req, Call&& call) {
+        auto& st = *st_;
+        const auto ttl = std::to_string(req.ttl.count());
+        return call(detail::script_id::reinstate, {st.active_key, st.owners_key, st.released_key},
+                    {req.call_id, ttl, req.tenant, st.base}, [](const redisReply* r) {
+                        auto [code, live] = pair_of(r);
+                        static constexpr std::array<reinstate_state, 3> states{
+                            reinstate_state::reinstated, reinstate_state::already_held, reinstate_state::released};
+                        if (code < 0 || code > 2) throw redis_reply_error("unexpected reinstate reply");
+                        return reinstate_reply{states[static_cast<std::size_t>(code)], live};
                     });
     }
 
@@ -411,8 +433,8 @@ private:
         for (auto& id : batch) {
             try {
                 st->runner.async_run(detail::script_id::release,
-                                     std::array<std::string_view, 2>{st->active_key, st->owners_key},
-                                     std::array<std::string_view, 2>{id, st->base},
+                                     std::array<std::string_view, 3>{st->active_key, st->owners_key, st->released_key},
+                                     std::array<std::string_view, 3>{id, st->base, st->release_memory_ms},
                                      [st, id](detail::reply_ptr, const detail::failure& why) {
                                          if (why) keep_for_replay(*st, id);
                                      });
@@ -451,6 +473,8 @@ private:
             return result;
         } catch (const redis_pool_timeout&) {
             throw; // busy, not broken: the breaker stays as it is
+        } catch (const redis_wrong_thread&) {
+            throw; // a misuse, not a broken server
         } catch (const redis_error& e) {
             st.breaker.record_failure(e.what());
             // Idle connections are likely dead too (a restarted server): drop them now rather
@@ -482,8 +506,8 @@ private:
         for (std::size_t i = 0; i < batch.size(); ++i) {
             try {
                 auto& st = *st_;
-                const std::array<std::string_view, 2> keys{st.active_key, st.owners_key};
-                const std::array<std::string_view, 2> args{batch[i], st.base};
+                const std::array<std::string_view, 3> keys{st.active_key, st.owners_key, st.released_key};
+                const std::array<std::string_view, 3> args{batch[i], st.base, st.release_memory_ms};
                 st.runner.run(detail::script_id::release, keys, args);
             } catch (...) {
                 for (std::size_t j = i; j < batch.size(); ++j) keep_for_replay(batch[j]);
@@ -515,8 +539,22 @@ private:
     std::shared_ptr<state> st_;
 };
 
+// The blocking operations, defined once every operation's description above is complete.
+inline slot_reply redis_backend::try_acquire(const slot_request& req) { return acquire_op(req, blocking()); }
+inline release_reply redis_backend::release(std::string_view call_id) { return release_op(call_id, blocking(call_id)); }
+inline bool redis_backend::refresh(std::string_view call_id, std::chrono::milliseconds ttl) {
+    return refresh_op(call_id, ttl, blocking());
+}
+inline std::int64_t redis_backend::active_count() { return count_op(blocking()); }
+inline std::size_t redis_backend::cleanup_expired() { return cleanup_op(blocking()); }
+inline reinstate_reply redis_backend::reinstate(const slot_request& req) { return reinstate_op(req, blocking()); }
+inline wait_reply redis_backend::wait_turn(const wait_request& req) { return wait_turn_op(req, blocking()); }
+inline leave_reply redis_backend::leave_line(std::string_view call_id) { return leave_line_op(call_id, blocking()); }
+inline line_reply redis_backend::line_status() { return line_status_op(blocking()); }
+
 static_assert(capacity_backend<redis_backend>);
 static_assert(waiting_room_backend<redis_backend>);
 static_assert(max_skipped_waiters == 1000, "the admission walk in scripts.hpp counts to 1000");
+static_assert(reinstates_slots<redis_backend>);
 
 } // namespace callguard

@@ -185,8 +185,8 @@ private:
     reply_ptr run_waiting(script_id s, std::span<const std::string_view> keys,
                           std::span<const std::string_view> args) {
         if (running_here_ && running_here_())
-            throw redis_io_error("a blocking call on a thread that runs the Redis backend's executor would wait "
-                                 "for itself: use the async API (callguard/async.hpp) there");
+            throw redis_wrong_thread("a blocking call on a thread that runs the Redis backend's executor would "
+                                     "wait for itself: use the async API (callguard/async.hpp) there");
         std::mutex mu;
         std::condition_variable cv;
         bool done = false;

@@ -7,6 +7,8 @@
 //   {prefix}:active           sorted set, member = call id, score = expiry (ms, server time)
 //   {prefix}:tenant:<name>    sorted set per tenant, same members and scores
 //   {prefix}:owners           hash, call id -> tenant (to find the tenant set on release)
+//   {prefix}:released         sorted set, member = call id released lately, score = when it is
+//                             forgotten (ms): a late reinstatement does not bring the call back
 // The waiting room (only while someone waits; each key expires on its own when idle):
 //   {prefix}:waiting          sorted set, member = call id, score = ticket (last ticket + 1 at
 //                             join, so arrival order is total across every instance)
@@ -125,7 +127,8 @@ namespace callguard::detail::lua {
 /// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),
 /// key base ("{prefix}"). Returns {state, live}: 0 acquired, 1 already held, 2 rejected,
 /// 3 rejected by the tenant cap, 4 rejected because the free slots go to callers in line.
-/// While nobody waits, the waiting room costs one EXISTS.
+/// While nobody waits, the waiting room costs one EXISTS. A new admission forgets an earlier
+/// release of the same id (`{prefix}:released`, named from the base).
 inline constexpr std::string_view acquire = CALLGUARD_LUA_PROLOGUE R"lua(
 local active, owners = KEYS[1], KEYS[2]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -159,13 +162,21 @@ if tenant ~= '' then
 end
 redis.call('ZADD', active, expires, id)
 extend(active, ttl)
+redis.call('ZREM', base .. ':released', id)
 return {0, live + 1}
 )lua";
 
-/// KEYS: active, owners. ARGV: call id, key base. Returns {freed (0/1), live}.
+/// KEYS: active, owners, released. ARGV: call id, key base, how long to remember the release
+/// (ms, 0 = not at all). Returns {freed (0/1), live}.
 inline constexpr std::string_view release = CALLGUARD_LUA_PROLOGUE R"lua(
-local active, owners = KEYS[1], KEYS[2]
-local id, base = ARGV[1], ARGV[2]
+local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
+local id, base, remember = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if remember > 0 then
+  -- Each id is forgotten once, so this costs O(log n) per release over time.
+  redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
+  redis.call('ZADD', released, now + remember, id)
+  extend(released, remember)
+end
 local freed = 0
 local held = redis.call('ZSCORE', active, id)
 if held then
@@ -189,6 +200,35 @@ if not held or tonumber(held) <= now then return 0 end
 local expires = now + ttl
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
 return 1
+)lua";
+
+/// KEYS: active, owners, released. ARGV: call id, ttl ms, tenant ('' = none), key base.
+/// Puts back the slot of a call already in progress, with no cap check: the counts may exceed
+/// the caps (acquire then rejects until they are below). Returns {state, live}: 0 reinstated,
+/// 1 already held (expiry pushed), 2 released lately (left out).
+inline constexpr std::string_view reinstate = CALLGUARD_LUA_PROLOGUE R"lua(
+local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
+local id, ttl, tenant, base = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local expires = now + ttl
+)lua" CALLGUARD_LUA_FORGET_EXPIRED("100") R"lua(
+local live = redis.call('ZCOUNT', active, '(' .. now, '+inf')
+local held = redis.call('ZSCORE', active, id)
+if held and tonumber(held) > now then
+)lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
+  return {1, live}
+end
+local gone = redis.call('ZSCORE', released, id)
+if gone and tonumber(gone) > now then return {2, live} end
+if tenant ~= '' then
+  local tk = base .. ':tenant:' .. tenant
+  redis.call('ZADD', tk, expires, id)
+  extend(tk, ttl)
+  redis.call('HSET', owners, id, tenant)
+  extend(owners, ttl)
+end
+redis.call('ZADD', active, expires, id)
+extend(active, ttl)
+return {0, live + 1}
 )lua";
 
 /// KEYS: active. Returns the number of live slots.
@@ -315,10 +355,10 @@ namespace callguard::detail {
 
 /// The scripts by name, for the SHA cache and the dispatcher.
 enum class script_id : std::size_t {
-    acquire, release, refresh, count, cleanup_expired,
+    acquire, release, refresh, count, cleanup_expired, reinstate,
     wait_turn, leave_line, line_status, // the waiting room
 };
-inline constexpr std::size_t script_count = 8;
+inline constexpr std::size_t script_count = 9;
 
 constexpr std::string_view script_source(script_id s) noexcept {
     switch (s) {
@@ -327,6 +367,7 @@ constexpr std::string_view script_source(script_id s) noexcept {
     case script_id::refresh: return lua::refresh;
     case script_id::count: return lua::count;
     case script_id::cleanup_expired: return lua::cleanup_expired;
+    case script_id::reinstate: return lua::reinstate;
     case script_id::wait_turn: return lua::wait_turn;
     case script_id::leave_line: return lua::leave_line;
     case script_id::line_status: return lua::line_status;
