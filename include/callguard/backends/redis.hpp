@@ -351,6 +351,7 @@ private:
             using result = decltype(parse(nullptr));
             if (!st->runner.on_executor()) return blocking_elsewhere<result>(s, keys, args, std::move(parse));
             if (!st->breaker.allow()) {
+                if (!replay_id.empty()) keep_for_replay(*st, replay_id); // as a blocking release would
                 boost::asio::post(st->executor, [st = st, done = std::move(done)]() mutable {
                     redis_unavailable e(unavailable_message(*st));
                     done(result{}, static_cast<const backend_error*>(&e));

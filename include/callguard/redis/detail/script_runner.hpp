@@ -187,22 +187,30 @@ private:
         if (running_here_ && running_here_())
             throw redis_wrong_thread("a blocking call on a thread that runs the Redis backend's executor would "
                                      "wait for itself: use the async API (callguard/async.hpp) there");
-        std::mutex mu;
-        std::condition_variable cv;
-        bool done = false;
-        reply_ptr out;
-        failure why;
-        async_run(s, keys, args, [&](reply_ptr r, const failure& f) {
-            std::lock_guard lk(mu);
-            out = std::move(r);
-            why = f;
-            done = true;
-            cv.notify_one();
+        // Shared with the call: if the executor never runs it (stopped), this caller stops
+        // waiting after the longest a call can take, and the call may still end later.
+        struct waiting {
+            std::mutex mu;
+            std::condition_variable cv;
+            bool done = false;
+            reply_ptr out;
+            failure why;
+        };
+        auto w = std::make_shared<waiting>();
+        async_run(s, keys, args, [w](reply_ptr r, const failure& f) {
+            std::lock_guard lk(w->mu);
+            w->out = std::move(r);
+            w->why = f;
+            w->done = true;
+            w->cv.notify_one();
         });
-        std::unique_lock lk(mu);
-        cv.wait(lk, [&] { return done; });
-        if (why) why.raise();
-        return out;
+        const auto limit = 2 * o_.connect_timeout + 4 * o_.command_timeout + std::chrono::milliseconds(100);
+        std::unique_lock lk(w->mu);
+        if (!w->cv.wait_for(lk, limit, [&] { return w->done; }))
+            throw redis_timeout_error("the Redis backend's executor did not run the call within " +
+                                      std::to_string(limit.count()) + " ms (is it running?)");
+        if (w->why) w->why.raise();
+        return std::move(w->out);
     }
 
     // --- pooled mode ----------------------------------------------------------------------
