@@ -93,6 +93,7 @@ public:
         std::atomic<bool> failing{false};
         std::atomic<int> acquires{0}, releases{0}, refreshes{0}, counts{0};
         std::atomic<int> waits{0}; ///< waiting-room polls and enqueues
+        std::atomic<int> claims{0};
         std::atomic<std::uint64_t> resets{0}; ///< what `data_resets()` reports
     };
 
@@ -136,6 +137,11 @@ public:
         check();
         return inner_.line_status();
     }
+    callguard::claim_reply claim(std::string_view key, std::chrono::milliseconds ttl) {
+        ++ctl_->claims;
+        check();
+        return inner_.claim(key, ttl);
+    }
 
     std::string_view name() const { return "switchable"; }
     bool healthy() const noexcept { return !ctl_->failing.load(); }
@@ -153,6 +159,7 @@ private:
 static_assert(callguard::capacity_backend<switchable_backend>);
 static_assert(callguard::reports_data_resets<switchable_backend>);
 static_assert(callguard::waiting_room_backend<switchable_backend>);
+static_assert(callguard::claim_backend<switchable_backend>);
 static_assert(!callguard::reports_data_resets<callguard::memory_backend>);
 
 /// A config with a small cap and quiet logs, for tests.

@@ -5,6 +5,7 @@
 // (CMake target callguard::redis); works with hiredis 0.14 and 1.x.
 
 #include "../backend.hpp"
+#include "../claim.hpp"
 #include "../waiting_room.hpp"
 #include "../detail/circuit_breaker.hpp"
 #include "../detail/replay_queue.hpp"
@@ -136,6 +137,17 @@ public:
         auto r = guarded([&] { return st.runner.run(detail::script_id::line_status, {st.active_key}, {}); });
         const auto v = integers_of<2>(r.get());
         return {v[0], std::chrono::milliseconds(v[1])};
+    }
+
+    // --- claims (claim.hpp): one SET NX PX, the key under the same hash tag ----------------
+
+    claim_reply claim(std::string_view key, std::chrono::milliseconds ttl) {
+        auto& st = *st_;
+        const auto claim_key = st.base + ":claim:" + std::string(key);
+        const auto ttl_text = std::to_string(ttl.count());
+        auto r = guarded([&] { return st.runner.run(detail::script_id::claim, {claim_key}, {ttl_text}); });
+        const auto v = integers_of<2>(r.get());
+        return {v[0] == 1, std::chrono::milliseconds(v[1])};
     }
 
     std::string_view name() const noexcept { return "redis"; }
@@ -287,6 +299,7 @@ private:
 
 static_assert(capacity_backend<redis_backend>);
 static_assert(waiting_room_backend<redis_backend>);
+static_assert(claim_backend<redis_backend>);
 static_assert(max_skipped_waiters == 1000, "the admission walk in scripts.hpp counts to 1000");
 
 } // namespace callguard
