@@ -83,6 +83,18 @@ public:
         return out;
     }
 
+    // The call log's writer never touches the outbox's sender side.
+    std::vector<calls::outbox_message> claim_due_messages(std::size_t, std::chrono::milliseconds) override {
+        throw std::logic_error("not the writer's");
+    }
+    void record_sent(const std::string&, const std::string&) override { throw std::logic_error("not the writer's"); }
+    void record_retry(const std::string&, std::chrono::milliseconds, std::optional<int>, const std::string&) override {
+        throw std::logic_error("not the writer's");
+    }
+    void record_failed(const std::string&, std::optional<int>, const std::string&) override {
+        throw std::logic_error("not the writer's");
+    }
+
 private:
     std::shared_ptr<fake_database> db_;
 };
@@ -414,10 +426,22 @@ TEST_CASE("call log schema: the status rule, and the SQL generated from it") {
     CHECK(merged_status("admitted", "admitted") == "admitted");
     CHECK(merged_status("admitted", "rejected_capacity") == "admitted");
     CHECK(merged_status("rejected_capacity", "admitted") == "rejected_capacity");
+    // The waiting room: queued until admitted, let go or hung up; a voicemail is the last word.
+    CHECK(merged_status("queued", "admitted") == "admitted");
+    CHECK(merged_status("queued", "rejected_capacity") == "rejected_capacity");
+    CHECK(merged_status("queued", "completed") == "completed");
+    CHECK(merged_status("admitted", "queued") == "admitted");
+    CHECK(merged_status("completed", "queued") == "completed");
+    CHECK(merged_status("rejected_capacity", "voicemail") == "voicemail");
+    CHECK(merged_status("completed", "voicemail") == "voicemail");
+    CHECK(merged_status("voicemail", "completed") == "voicemail");
+    CHECK(merged_status("voicemail", "rejected_capacity") == "voicemail");
+    CHECK(merged_status("admitted", "voicemail") == "admitted");
     const auto set = calls::schema::calls_conflict_update("c");
     CHECK(set.find("(c.status = 'admitted' AND excluded.status = 'completed')") != std::string::npos);
     CHECK(set.find("tenant = COALESCE(c.tenant, excluded.tenant)") != std::string::npos);
-    CHECK(calls::schema::latest_version == 2);
+    CHECK(set.find("recording_sid = COALESCE(excluded.recording_sid, c.recording_sid)") != std::string::npos);
+    CHECK(calls::schema::latest_version == 3);
 }
 
 TEST_CASE("call log schema: times are UTC ISO 8601 with milliseconds") {

@@ -257,8 +257,8 @@ TEST_CASE("postgres: beyond CALLS_DB_QUEUE_LIMIT the drop counter is exact, and 
     pg.start();
     s.incoming_call("CA-after");
     CHECK(test::eventually([&] { return count_like(pg, "CA-after", "admitted") == "1"; }, 15s));
-    CHECK(s.log().find("call log: tables migrated from schema version 0 to 2") != std::string::npos);
-    CHECK(pg.query("calls", "SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2"});
+    CHECK(s.log().find("call log: tables migrated from schema version 0 to 3") != std::string::npos);
+    CHECK(pg.query("calls", "SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2", "3"});
 }
 
 TEST_CASE("postgres: a database that is down at start does not stop the service") {
