@@ -85,6 +85,9 @@ struct call_log_options {
     std::chrono::milliseconds retry_min{100}; ///< first wait after a failed flush, doubled per failure
     std::chrono::milliseconds retry_max{5000};
     std::chrono::milliseconds shutdown_grace{2000}; ///< how long the destructor lets the writer retry
+    /// Called on the writer thread after a batch with WhatsApp outbox rows was written (the
+    /// sender looks at once instead of at its next poll). Must not throw or block.
+    std::function<void()> on_outbox_written;
 };
 
 class call_log {
@@ -219,12 +222,21 @@ private:
             out = {0, 0, e.what()};
         }
         const auto done = std::min(out.written + out.failed, batch.size());
+        const bool outbox = options_.on_outbox_written &&
+                            std::any_of(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done),
+                                        [](const call_row& r) { return r.what == call_row::kind::whatsapp_outbox; });
         written_.fetch_add(out.written);
         failed_.fetch_add(out.failed);
         if (out.failed > 0) refused(out.failed, out.error);
         if (done == batch.size()) database_up_.store(true); // before flush() can see the rows gone
         batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done));
         release(done);
+        if (outbox) {
+            try {
+                options_.on_outbox_written();
+            } catch (...) {
+            }
+        }
         return out.error.empty() ? std::string("the database did not take the rows") : out.error;
     }
 

@@ -1,16 +1,25 @@
 #pragma once
 
-// The HTTP endpoints as plain functions of a request: Twilio's two webhooks, health, metrics.
-// No sockets here, so every rule (signatures, validation, TwiML) is testable and fuzzable.
+// The HTTP endpoints as plain functions of a request: Twilio's webhooks (the call, its status,
+// the waiting room's waitUrl and action, the voicemail's recording), health, metrics. No sockets
+// here, so every rule (signatures, validation, TwiML) is testable and fuzzable. Each endpoint
+// makes its limiter calls in one place (the queue's timeout adds one leave_queue).
 
 #include "call_log.hpp"
 #include "service_config.hpp"
 #include "twilio_signature.hpp"
+#include "whatsapp_sender.hpp"
 
 #include <callguard/callguard.hpp>
 #include <callguard/twilio/form.hpp>
 #include <callguard/twilio/twiml.hpp>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -47,12 +56,44 @@ inline bool is_terminal_call_status(std::string_view s) {
     return s == "completed" || s == "busy" || s == "failed" || s == "no-answer" || s == "canceled";
 }
 
+/// The caller's number when a message can go to it: E.164, and not one of the numbers Twilio
+/// shows for a withheld caller ("anonymous", "+266696687", ...). Empty otherwise.
+inline std::string_view reachable_caller(std::string_view from) {
+    static constexpr std::array<std::string_view, 5> withheld{"+266696687", "+86282452253", "+7378742833",
+                                                              "+2562533", "+8656696"};
+    for (auto w : withheld)
+        if (from == w) return {};
+    if (from.starts_with("whatsapp:")) return {}; // not a phone call's caller
+    return e164_number(from);
+}
+
+/// The value of `name` in a target's query string (`/path?a=1&b=2`), undecoded; empty if absent.
+inline std::string_view query_value(std::string_view target, std::string_view name) {
+    const auto q = target.find('?');
+    if (q == std::string_view::npos) return {};
+    auto rest = target.substr(q + 1);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const auto item = rest.substr(0, amp);
+        if (item.size() > name.size() && item.starts_with(name) && item[name.size()] == '=')
+            return item.substr(name.size() + 1);
+        if (amp == std::string_view::npos) break;
+        rest.remove_prefix(amp + 1);
+    }
+    return {};
+}
+
+/// How long a call's WhatsApp claim is kept: far longer than any webhook retry, or the wait in
+/// line before a fallback.
+inline constexpr std::chrono::hours whatsapp_call_claim_ttl{24};
+
 template <class Limiter>
 class webhooks {
 public:
+    /// `sender` (may be null: no behaviour sends messages) only feeds the metrics.
     webhooks(Limiter& limiter, const service_config& config, callguard::twilio::twiml_options twiml,
-             call_log& log)
-        : limiter_(limiter), config_(config), twiml_(std::move(twiml)), log_(log) {}
+             call_log& log, const whatsapp_sender* sender = nullptr)
+        : limiter_(limiter), config_(config), twiml_(std::move(twiml)), log_(log), sender_(sender) {}
 
     reply handle(const request_view& r) {
         const auto path = r.target.substr(0, r.target.find('?'));
@@ -64,7 +105,10 @@ public:
         if (path == "/metrics") return get_only(r, [&] { return metrics(); });
         if (path == "/webhook/incoming_call") return post_form(r, [&](const form& f) { return incoming_call(r, f); });
         if (path == "/webhook/call_status") return post_form(r, [&](const form& f) { return call_status(f); });
-        if (path == "/webhook/voicemail") return post_form(r, [&](const form&) { return voicemail_done(); });
+        if (path == "/webhook/voicemail") return post_form(r, [&](const form& f) { return voicemail_done(f); });
+        if (path == "/webhook/recording_status") return post_form(r, [&](const form& f) { return recording_status(f); });
+        if (path == "/webhook/queue_wait") return post_form(r, [&](const form& f) { return queue_wait(r, f); });
+        if (path == "/webhook/queue_result") return post_form(r, [&](const form& f) { return queue_result(r, f); });
         return {404, "text/plain; charset=utf-8", "not found\n"};
     }
 
@@ -121,35 +165,234 @@ private:
         return {400, "text/plain; charset=utf-8", std::move(why) + "\n"};
     }
 
-    reply incoming_call(const request_view& r, const form& f) {
+    static reply twiml(std::string body) { return {200, std::string(twiml_type), std::move(body)}; }
+
+    /// The call's SID, validated; an error reply otherwise.
+    static std::optional<reply> bad_sid(const form& f) {
         auto sid = f.get("CallSid");
         if (!sid) return bad_request("CallSid is missing");
         if (auto why = callguard::call_id_problem(*sid); !why.empty()) return bad_request(std::string(why));
-        std::string tenant;
+        return std::nullopt;
+    }
+
+    /// The call's tenant: the `Tenant` field, else the one mapped from the dialled number `To`;
+    /// nullopt (after `error`) for a malformed one.
+    std::optional<std::string> tenant_of(const form& f, std::optional<reply>& error) const {
         if (auto t = f.get("Tenant"); t && !t->empty()) {
-            if (auto why = callguard::tenant_problem(*t); !why.empty()) return bad_request(std::string(why));
-            tenant = std::string(*t);
-        } else if (auto to = f.get("To")) {
-            if (auto it = config_.tenant_by_number.find(*to); it != config_.tenant_by_number.end())
-                tenant = it->second;
+            if (auto why = callguard::tenant_problem(*t); !why.empty()) {
+                error = bad_request(std::string(why));
+                return std::nullopt;
+            }
+            return std::string(*t);
         }
-        auto result = limiter_.acquire(*sid, tenant);
-        if (result.admitted()) {
-            std::vector<callguard::twilio::stream_parameter> params{{"callSid", *sid}};
-            if (!tenant.empty()) params.push_back({"tenant", tenant});
-            return {200, std::string(twiml_type), callguard::twilio::admit_twiml(stream_url(r), params)};
+        if (auto to = f.get("To"))
+            if (auto it = config_.tenant_by_number.find(*to); it != config_.tenant_by_number.end()) return it->second;
+        return std::string();
+    }
+
+    /// The waiting room's URLs carry the caller's tenant (Twilio does not send our `Tenant`).
+    std::string queue_url(const request_view& r, std::string_view path, std::string_view tenant) const {
+        std::string target(path);
+        if (!tenant.empty()) target += "?tenant=" + std::string(tenant); // [A-Za-z0-9_.:-]: nothing to escape
+        return public_url(r, target);
+    }
+
+    /// The tenant of a waitUrl or action request, from its query string.
+    static std::optional<std::string> queue_tenant(const request_view& r, std::optional<reply>& error) {
+        const auto t = query_value(r.target, "tenant");
+        if (auto why = callguard::tenant_problem(t); !why.empty()) {
+            error = bad_request(std::string(why));
+            return std::nullopt;
         }
+        return std::string(t);
+    }
+
+    reply admitted(const request_view& r, std::string_view sid, std::string_view tenant) const {
+        std::vector<callguard::twilio::stream_parameter> params{{"callSid", sid}};
+        if (!tenant.empty()) params.push_back({"tenant", tenant});
+        return twiml(callguard::twilio::admit_twiml(stream_url(r), params));
+    }
+
+    reply enqueue(const request_view& r, std::string_view tenant) const {
+        return twiml(callguard::twilio::enqueue_twiml(queue_url(r, "/webhook/queue_wait", tenant),
+                                                      queue_url(r, "/webhook/queue_result", tenant), twiml_));
+    }
+
+    reply incoming_call(const request_view& r, const form& f) {
+        if (auto bad = bad_sid(f)) return *bad;
+        const auto sid = *f.get("CallSid");
+        std::optional<reply> error;
+        const auto tenant = tenant_of(f, error);
+        if (!tenant) return *error;
         const auto behavior = limiter_.config().behavior;
-        if (behavior == callguard::over_capacity_behavior::whatsapp) {
-            call_row row;
-            row.what = call_row::kind::whatsapp_outbox;
-            row.call_sid = std::string(*sid);
-            row.number = std::string(f.get("From").value_or(""));
-            log_.push(std::move(row));
+        if (behavior == callguard::over_capacity_behavior::queue) {
+            auto w = limiter_.enqueue(sid, *tenant, config_.queue_max_length);
+            if (w.admitted()) return admitted(r, sid, *tenant);
+            if (w.in_line()) return enqueue(r, *tenant);
+            return over_capacity(r, f, sid, config_.queue_fallback); // the line is full, or closed by fail_mode
         }
-        return {200, std::string(twiml_type),
-                callguard::twilio::over_capacity_twiml(behavior, twiml_,
-                                                       public_url(r, "/webhook/voicemail"))};
+        if (limiter_.acquire(sid, *tenant).admitted()) return admitted(r, sid, *tenant);
+        return over_capacity(r, f, sid, behavior);
+    }
+
+    /// The answer for a call that gets no slot, by behaviour (never `queue`: the waiting room
+    /// answers for itself).
+    reply over_capacity(const request_view& r, const form& f, std::string_view sid,
+                        callguard::over_capacity_behavior behavior) {
+        namespace tw = callguard::twilio;
+        switch (behavior) {
+        case callguard::over_capacity_behavior::voicemail:
+            return twiml(tw::voicemail_twiml(public_url(r, "/webhook/voicemail"), twiml_,
+                                             public_url(r, "/webhook/recording_status")));
+        case callguard::over_capacity_behavior::whatsapp: return whatsapp_offer(f, sid);
+        case callguard::over_capacity_behavior::reject:
+        case callguard::over_capacity_behavior::queue: break;
+        }
+        return twiml(tw::reject_twiml(twiml_));
+    }
+
+    enum class skip_reason : std::size_t { no_number, duplicate, cooldown, unavailable, count_ };
+    static constexpr std::array<std::string_view, 4> skip_names{"no_number", "duplicate", "cooldown", "unavailable"};
+
+    /// A WhatsApp invitation for a caller turned away: one per call and one per number per
+    /// cooldown across the fleet (claims on the limiter's backend), then an outbox row for the
+    /// sender. The caller is told a message is coming only when one is.
+    reply whatsapp_offer(const form& f, std::string_view sid) {
+        namespace tw = callguard::twilio;
+        const auto from = f.get("From").value_or("");
+        const auto number = reachable_caller(from);
+        auto not_sent = [&](skip_reason why, const std::string& detail) {
+            skipped_[static_cast<std::size_t>(why)].fetch_add(1);
+            std::fprintf(stderr, "[SERVICE] whatsapp: not sent call_id=%s reason=%s: %s\n", std::string(sid).c_str(),
+                         std::string(skip_names[static_cast<std::size_t>(why)]).c_str(), detail.c_str());
+        };
+        if (number.empty()) {
+            not_sent(skip_reason::no_number, "the caller's number is withheld or not a phone number");
+            return twiml(tw::reject_twiml(twiml_));
+        }
+        const auto per_call = limiter_.claim_once("whatsapp:call:" + std::string(sid), whatsapp_call_claim_ttl);
+        if (per_call.outcome == callguard::claim_outcome::already_claimed) {
+            not_sent(skip_reason::duplicate, "this call's message is already on its way");
+            return twiml(tw::whatsapp_twiml(twiml_)); // a retried webhook: the message is coming
+        }
+        if (!per_call) {
+            not_sent(skip_reason::unavailable, "the backend cannot say whether this call was messaged");
+            return twiml(tw::reject_twiml(twiml_));
+        }
+        if (config_.whatsapp.cooldown.count() > 0) {
+            const auto per_number = limiter_.claim_once("whatsapp:to:" + std::string(number), config_.whatsapp.cooldown);
+            if (!per_number) {
+                if (per_number.outcome == callguard::claim_outcome::already_claimed)
+                    not_sent(skip_reason::cooldown,
+                             "to=" + masked_number(number) + " had one within CALLS_WHATSAPP_COOLDOWN_SECONDS (free again in " +
+                                 std::to_string(per_number.remaining.count() / 1000) + " s)");
+                else
+                    not_sent(skip_reason::unavailable, "the backend cannot say whether this number was messaged");
+                return twiml(tw::reject_twiml(twiml_));
+            }
+        }
+        call_row row;
+        row.what = call_row::kind::whatsapp_outbox;
+        row.call_sid = std::string(sid);
+        row.number = std::string(number);
+        log_.push(std::move(row));
+        return twiml(tw::whatsapp_twiml(twiml_));
+    }
+
+    /// Twilio's `waitUrl`, requested again and again while the caller holds: admitted -> leave
+    /// (the action then connects the call); waited past CALLS_QUEUE_MAX_WAIT_SECONDS -> taken
+    /// out of the line and leave (the action then gives the fallback); otherwise the caller's
+    /// place and a pause. A caller that lost its place (dropped after its waiter TTL) joins the
+    /// line again at the back.
+    reply queue_wait(const request_view& r, const form& f) {
+        namespace tw = callguard::twilio;
+        if (auto bad = bad_sid(f)) return *bad;
+        const auto sid = *f.get("CallSid");
+        std::optional<reply> error;
+        const auto tenant = queue_tenant(r, error);
+        if (!tenant) return *error;
+        auto w = limiter_.poll(sid, *tenant);
+        if (w.outcome == callguard::wait_outcome::not_waiting) w = limiter_.enqueue(sid, *tenant, config_.queue_max_length);
+        if (!w.in_line()) return twiml(tw::leave_queue_twiml()); // admitted, or the line refused it
+        // Twilio's own count covers a caller who joined our line again.
+        auto waited = std::chrono::duration_cast<std::chrono::seconds>(w.waited);
+        if (auto t = f.get("QueueTime")) {
+            std::int64_t twilio_waited = 0;
+            if (auto v = parse_seconds(*t)) twilio_waited = *v;
+            waited = std::max(waited, std::chrono::seconds(twilio_waited));
+        }
+        if (waited >= config_.queue_max_wait) {
+            limiter_.leave_queue(sid, callguard::leave_reason::timeout);
+            return twiml(tw::leave_queue_twiml());
+        }
+        return twiml(tw::queue_wait_twiml(w.position, w.waiting, twiml_));
+    }
+
+    /// The `<Enqueue>`'s action, once the caller left Twilio's queue. `leave`: admitted ->
+    /// connect; still in line -> back into the queue; else (let go after the longest wait, or
+    /// lost) -> the fallback. `hangup` and the others take the caller out of the line; a caller
+    /// still on the line (`queue-full`, `error`, `system-error`) gets the fallback.
+    reply queue_result(const request_view& r, const form& f) {
+        namespace tw = callguard::twilio;
+        if (auto bad = bad_sid(f)) return *bad;
+        const auto sid = *f.get("CallSid");
+        const auto result = f.get("QueueResult");
+        if (!result) return bad_request("QueueResult is missing");
+        std::optional<reply> error;
+        const auto tenant = queue_tenant(r, error);
+        if (!tenant) return *error;
+        if (*result == "leave") {
+            auto p = limiter_.poll(sid, *tenant);
+            if (p.admitted()) return admitted(r, sid, *tenant);
+            if (p.in_line()) return enqueue(r, *tenant);
+            return over_capacity(r, f, sid, config_.queue_fallback);
+        }
+        limiter_.leave_queue(sid, callguard::leave_reason::left);
+        if (*result == "hangup" || *result == "bridged" || *result == "redirected") return twiml(tw::empty_twiml());
+        return over_capacity(r, f, sid, config_.queue_fallback);
+    }
+
+    /// Whole seconds in [0, 1e9], as Twilio sends durations; nullopt otherwise.
+    static std::optional<std::int64_t> parse_seconds(std::string_view s) {
+        if (s.empty() || s.size() > 9) return std::nullopt;
+        std::int64_t v = 0;
+        for (char c : s) {
+            if (c < '0' || c > '9') return std::nullopt;
+            v = v * 10 + (c - '0');
+        }
+        return v;
+    }
+
+    /// A voicemail row from a recording's fields (the Record action's or its status callback's);
+    /// nullopt (after `error`) for malformed ones.
+    static std::optional<call_row> recording_row(const form& f, std::optional<reply>& error) {
+        call_row row;
+        row.call_sid = std::string(*f.get("CallSid"));
+        row.status = "voicemail";
+        auto text = [&](const char* name, std::string& field, std::size_t limit) {
+            auto v = f.get(name).value_or("");
+            const bool control = std::any_of(v.begin(), v.end(), [](char ch) {
+                const auto c = static_cast<unsigned char>(ch);
+                return c < 0x20 || c == 0x7f;
+            });
+            if (v.size() > limit || control) {
+                error = bad_request(std::string(name) + " is too long or has control characters");
+                return false;
+            }
+            field = std::string(v);
+            return true;
+        };
+        if (!text("RecordingUrl", row.recording_url, 2048) || !text("RecordingSid", row.recording_sid, 64) ||
+            !text("RecordingStatus", row.recording_status, 32))
+            return std::nullopt;
+        if (auto d = f.get("RecordingDuration"); d && !d->empty()) {
+            row.recording_duration = parse_seconds(*d);
+            if (!row.recording_duration) {
+                error = bad_request("RecordingDuration is not a number of seconds");
+                return std::nullopt;
+            }
+        }
+        return row;
     }
 
     reply call_status(const form& f) {
@@ -167,9 +410,24 @@ private:
         return {204, "", ""};
     }
 
-    reply voicemail_done() {
-        return {200, std::string(twiml_type),
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Hangup/></Response>"};
+    /// The Record verb's action: the recording's URL and length go to the call log, then hang up.
+    reply voicemail_done(const form& f) {
+        if (auto bad = bad_sid(f)) return *bad;
+        std::optional<reply> error;
+        auto row = recording_row(f, error);
+        if (!row) return *error;
+        if (!row->recording_url.empty()) log_.push(std::move(*row)); // nothing recorded: nothing to keep
+        return twiml(callguard::twilio::hangup_twiml());
+    }
+
+    /// The recording status callback: the recording's SID and status (and URL, length) once stored.
+    reply recording_status(const form& f) {
+        if (auto bad = bad_sid(f)) return *bad;
+        std::optional<reply> error;
+        auto row = recording_row(f, error);
+        if (!row) return *error;
+        log_.push(std::move(*row));
+        return {204, "", ""};
     }
 
     reply metrics() {
@@ -188,6 +446,19 @@ private:
         metric("callguard_call_log_database_up", "gauge",
                "1 when the call log's last attempt to reach its database worked, 0 while it retries.",
                log_.database_up() ? 1 : 0);
+        if (sender_) {
+            metric("callguard_whatsapp_sent_total", "counter", "WhatsApp messages Twilio accepted.", sender_->sent());
+            metric("callguard_whatsapp_failed_total", "counter",
+                   "WhatsApp messages Twilio refused for good or that failed after their last attempt.",
+                   sender_->failed());
+            metric("callguard_whatsapp_retries_total", "counter",
+                   "WhatsApp send attempts that will be tried again (429, 5xx, no answer).", sender_->retried());
+            text += "# HELP callguard_whatsapp_skipped_total Callers turned away who got no WhatsApp message, by reason.\n"
+                    "# TYPE callguard_whatsapp_skipped_total counter\n";
+            for (std::size_t i = 0; i < skip_names.size(); ++i)
+                text += "callguard_whatsapp_skipped_total{reason=\"" + std::string(skip_names[i]) + "\"} " +
+                        std::to_string(skipped_[i].load()) + "\n";
+        }
         return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(text)};
     }
 
@@ -195,6 +466,8 @@ private:
     const service_config& config_;
     callguard::twilio::twiml_options twiml_;
     call_log& log_;
+    const whatsapp_sender* sender_;
+    std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(skip_reason::count_)> skipped_{};
 };
 
 } // namespace calls
