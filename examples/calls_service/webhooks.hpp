@@ -329,9 +329,11 @@ private:
     }
 
     /// The `<Enqueue>`'s action, once the caller left Twilio's queue. `leave`: admitted ->
-    /// connect; still in line -> back into the queue; else (let go after the longest wait, or
-    /// lost) -> the fallback. `hangup` and the others take the caller out of the line; a caller
-    /// still on the line (`queue-full`, `error`, `system-error`) gets the fallback.
+    /// connect; still in line (the waitUrl let it out while the backend was unreachable and
+    /// failing open, and the backend is back) -> back into the queue; else (let go after the
+    /// longest wait, lost, or the backend unreachable and failing closed) -> the fallback.
+    /// `hangup` and the others take the caller out of the line; a caller still on the line
+    /// (`queue-full`, `error`, `system-error`) gets the fallback.
     reply queue_result(const request_view& r, const form& f) {
         namespace tw = callguard::twilio;
         if (auto bad = bad_sid(f)) return *bad;
@@ -344,7 +346,7 @@ private:
         if (*result == "leave") {
             auto p = limiter_.poll(sid, *tenant);
             if (p.admitted()) return admitted(r, sid, *tenant);
-            if (p.in_line()) return enqueue(r, *tenant);
+            if (p.outcome == callguard::wait_outcome::waiting) return enqueue(r, *tenant);
             return over_capacity(r, f, sid, config_.queue_fallback);
         }
         limiter_.leave_queue(sid, callguard::leave_reason::left);

@@ -16,13 +16,14 @@
 namespace callguard {
 
 /// Longest claim key accepted.
-inline constexpr std::size_t max_claim_key_length = 256;
+inline constexpr std::size_t max_claim_key_length = 512;
 
 /// Why `key` is not acceptable as a claim key, or an empty view when it is (not empty, at most
-/// 256 bytes, no control characters; any other bytes are plain data, never a pattern).
+/// 512 bytes, no control characters; any other bytes are plain data, never a pattern). Room
+/// for a prefix of the application's before a call id (at most 256 bytes).
 constexpr std::string_view claim_key_problem(std::string_view key) noexcept {
     if (key.empty()) return "claim key is empty";
-    if (key.size() > max_claim_key_length) return "claim key is longer than 256 bytes";
+    if (key.size() > max_claim_key_length) return "claim key is longer than 512 bytes";
     for (char ch : key) {
         const auto c = static_cast<unsigned char>(ch);
         if (c < 0x20 || c == 0x7f) return "claim key contains a control character";

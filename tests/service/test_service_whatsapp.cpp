@@ -126,6 +126,11 @@ TEST_CASE("whatsapp: a caller turned away gets one message, posted as Twilio doc
     CHECK(outbox(s, "CA-wa1") == "sent|" + seen[0].message_sid + "|-|1");
     CHECK(s.metric("whatsapp_sent_total") == 1);
     CHECK(s.metric("whatsapp_failed_total") == 0);
+    // The sender's metrics (a labelled counter among them) keep /metrics valid for Prometheus.
+    const auto file = s.dir() + "/metrics.txt";
+    std::ofstream(file) << s.get("/metrics").body;
+    REQUIRE_MESSAGE(!test::find_program("promtool").empty(), "promtool missing: run scripts/deps.sh");
+    CHECK(svc::run("promtool check metrics < " + file) == 0);
     CHECK(s.log().find("[SERVICE] whatsapp: sent call_id=CA-wa1 to=+972*******02 message_sid=" + seen[0].message_sid) !=
           std::string::npos);
     // The call is logged as turned away; the admitted one holds its slot.
