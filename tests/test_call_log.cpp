@@ -450,3 +450,25 @@ TEST_CASE("call log schema: times are UTC ISO 8601 with milliseconds") {
     CHECK(calls::schema::format_time(t) == "2024-02-29T23:59:58.007Z");
     CHECK(calls::schema::format_time(system_clock::time_point{}) == "1970-01-01T00:00:00.000Z");
 }
+
+TEST_CASE("call log: the writer tells the WhatsApp sender after writing outbox rows, and only then") {
+    auto db = std::make_shared<fake_database>();
+    std::atomic<int> told{0};
+    calls::call_log_options o;
+    o.on_outbox_written = [&] { ++told; };
+    calls::call_log log([db](std::stop_token) { return std::make_unique<scripted_store>(db); }, [](const std::string&) {},
+                        o);
+    call_row status;
+    status.call_sid = "CA-status";
+    status.status = "admitted";
+    log.push(status);
+    REQUIRE(log.flush(std::chrono::seconds(5)));
+    CHECK(test::holds_for([&] { return told.load() == 0; }, std::chrono::milliseconds(200)));
+    call_row outbox;
+    outbox.what = call_row::kind::whatsapp_outbox;
+    outbox.call_sid = "CA-outbox";
+    outbox.number = "+15550001";
+    log.push(outbox);
+    REQUIRE(log.flush(std::chrono::seconds(5)));
+    CHECK(test::eventually([&] { return told.load() == 1; }, std::chrono::seconds(2)));
+}
