@@ -135,9 +135,9 @@ public:
         req.body() = std::move(body);
         req.prepare_payload();
 
-        boost::asio::io_context ioc; // one per request: destroying it ends whatever is left
         std::optional<http_response> answer;
         std::exception_ptr failure;
+        boost::asio::io_context ioc; // one per request: destroying it (first) ends whatever is left
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         boost::asio::co_spawn(ioc, exchange(req, deadline),
                               [&](std::exception_ptr e, http_response r) {

@@ -332,8 +332,9 @@ private:
     /// connect; still in line (the waitUrl let it out while the backend was unreachable and
     /// failing open, and the backend is back) -> back into the queue; else (let go after the
     /// longest wait, lost, or the backend unreachable and failing closed) -> the fallback.
-    /// `hangup` and the others take the caller out of the line; a caller still on the line
-    /// (`queue-full`, `error`, `system-error`) gets the fallback.
+    /// `hangup`, `bridged`, `redirected` (and their variants) take the caller out of the line;
+    /// a caller still on the line (`queue-full`, `error`, `system-error`, anything else) gets
+    /// the fallback.
     reply queue_result(const request_view& r, const form& f) {
         namespace tw = callguard::twilio;
         if (auto bad = bad_sid(f)) return *bad;
@@ -350,7 +351,9 @@ private:
             return over_capacity(r, f, sid, config_.queue_fallback);
         }
         limiter_.leave_queue(sid, callguard::leave_reason::left);
-        if (*result == "hangup" || *result == "bridged" || *result == "redirected") return twiml(tw::empty_twiml());
+        // Gone, or taken elsewhere (a <Dial><Queue>, a REST redirect): nothing for us to say.
+        for (std::string_view done : {"hangup", "bridged", "bridging-in-progress", "redirected", "redirected-from-bridged"})
+            if (*result == done) return twiml(tw::empty_twiml());
         return over_capacity(r, f, sid, config_.queue_fallback);
     }
 

@@ -81,7 +81,7 @@ TEST_CASE("voicemail: the recording's URL, length, SID and status are kept in th
                           300ms));
 }
 
-TEST_CASE("queue on one instance: waiters let in as slots free, in order; the longest line and wait give the fallback") {
+TEST_CASE("queue on one instance: waiters let in as slots free, in order, and the longest line gives the fallback") {
     service s({{"MAX_ACTIVE_CALLS", "1"},
                {"CALLS_OVER_CAPACITY_BEHAVIOR", "queue"},
                {"CALLS_QUEUE_MAX_LENGTH", "2"},

@@ -106,7 +106,7 @@ std::pair<int, std::string> run_to_exit(std::map<std::string, std::string> env) 
 
 } // namespace
 
-TEST_CASE("whatsapp: a caller turned away gets one message, posted as Twilio documents it; the row ends sent") {
+TEST_CASE("whatsapp: a caller turned away gets one message, posted as Twilio documents it, and the row ends sent") {
     twilio_standin api(account, token);
     service s(whatsapp_env(api));
     REQUIRE(admitted(call(s, "CA-held", "+972500000001")));
@@ -198,7 +198,7 @@ TEST_CASE("whatsapp: 429 and 500 are retried with backoff, 21211 and 63016 are f
           std::string::npos);
 }
 
-TEST_CASE("whatsapp: a request Twilio never answers is given up at the timeout and sent again; Retry-After is honoured") {
+TEST_CASE("whatsapp: a request Twilio never answers is given up at the timeout and sent again, and Retry-After is honoured") {
     twilio_standin api(account, token);
     api.script("+972500000021", {twilio_standin::stall_for(4s), twilio_standin::created()});
     auto slow_down = twilio_standin::too_many();
