@@ -27,8 +27,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     o.whatsapp_message = parts[0];
     o.voicemail_prompt = parts[0];
 
-    const std::string docs[] = {tw::reject_twiml(o), tw::whatsapp_twiml(o), tw::queue_twiml(o)};
+    o.queue_message = parts[0];
+    o.queue_position_message = parts[3] + "{position}" + parts[0] + "{waiting}";
+    const auto number = static_cast<std::int64_t>(size) - 3; // negative, zero and positive
+    const std::string docs[] = {tw::reject_twiml(o),
+                                tw::whatsapp_twiml(o),
+                                tw::queue_twiml(o),
+                                tw::queue_wait_twiml(number, number * 7, o),
+                                tw::leave_queue_twiml(),
+                                tw::hangup_twiml(),
+                                tw::empty_twiml()};
     for (const auto& d : docs) fuzz::require_well_formed(d);
+    // The position text says the numbers where the placeholders were, the rest as given.
+    if (number > 0 && fuzz::say_text(docs[3]) !=
+                          fuzz::sanitized(tw::queue_position_text(o.queue_position_message, number, number * 7)))
+        std::abort();
 
     // The <Say> text, unescaped, is the input with every invalid sequence replaced.
     auto said = fuzz::say_text(docs[0]);
@@ -41,6 +54,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         try {
             fuzz::require_well_formed(tw::voicemail_twiml(url, o));
+        } catch (const std::invalid_argument&) {
+        }
+        try {
+            fuzz::require_well_formed(tw::voicemail_twiml("https://h/vm", o, url));
+        } catch (const std::invalid_argument&) {
+        }
+        try {
+            fuzz::require_well_formed(tw::enqueue_twiml(url, "https://h/r?" + parts[0], o));
         } catch (const std::invalid_argument&) {
         }
     }

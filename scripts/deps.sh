@@ -11,6 +11,7 @@ packages=(
   redis-server redis-tools               # real servers for the Redis tests, redis-benchmark
   postgresql libpq-dev                   # the PostgreSQL call log (libpq) and a real server for its tests
   libboost-dev libssl-dev libsqlite3-dev nlohmann-json3-dev   # the example service
+  openssl                                # test certificates (a test CA) for the WhatsApp sender's HTTPS
   prometheus                             # promtool checks /metrics and tests the alerting rules
   curl procps psmisc                     # scripts and process control
 )

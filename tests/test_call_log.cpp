@@ -83,6 +83,18 @@ public:
         return out;
     }
 
+    // The call log's writer never touches the outbox's sender side.
+    std::vector<calls::outbox_message> claim_due_messages(std::size_t, std::chrono::milliseconds) override {
+        throw std::logic_error("not the writer's");
+    }
+    void record_sent(const std::string&, const std::string&) override { throw std::logic_error("not the writer's"); }
+    void record_retry(const std::string&, std::chrono::milliseconds, std::optional<int>, const std::string&) override {
+        throw std::logic_error("not the writer's");
+    }
+    void record_failed(const std::string&, std::optional<int>, const std::string&) override {
+        throw std::logic_error("not the writer's");
+    }
+
 private:
     std::shared_ptr<fake_database> db_;
 };
@@ -414,10 +426,22 @@ TEST_CASE("call log schema: the status rule, and the SQL generated from it") {
     CHECK(merged_status("admitted", "admitted") == "admitted");
     CHECK(merged_status("admitted", "rejected_capacity") == "admitted");
     CHECK(merged_status("rejected_capacity", "admitted") == "rejected_capacity");
+    // The waiting room: queued until admitted, let go or hung up; a voicemail is the last word.
+    CHECK(merged_status("queued", "admitted") == "admitted");
+    CHECK(merged_status("queued", "rejected_capacity") == "rejected_capacity");
+    CHECK(merged_status("queued", "completed") == "completed");
+    CHECK(merged_status("admitted", "queued") == "admitted");
+    CHECK(merged_status("completed", "queued") == "completed");
+    CHECK(merged_status("rejected_capacity", "voicemail") == "voicemail");
+    CHECK(merged_status("completed", "voicemail") == "voicemail");
+    CHECK(merged_status("voicemail", "completed") == "voicemail");
+    CHECK(merged_status("voicemail", "rejected_capacity") == "voicemail");
+    CHECK(merged_status("admitted", "voicemail") == "admitted");
     const auto set = calls::schema::calls_conflict_update("c");
     CHECK(set.find("(c.status = 'admitted' AND excluded.status = 'completed')") != std::string::npos);
     CHECK(set.find("tenant = COALESCE(c.tenant, excluded.tenant)") != std::string::npos);
-    CHECK(calls::schema::latest_version == 2);
+    CHECK(set.find("recording_sid = COALESCE(excluded.recording_sid, c.recording_sid)") != std::string::npos);
+    CHECK(calls::schema::latest_version == 3);
 }
 
 TEST_CASE("call log schema: times are UTC ISO 8601 with milliseconds") {
@@ -425,4 +449,26 @@ TEST_CASE("call log schema: times are UTC ISO 8601 with milliseconds") {
     const auto t = sys_days{year{2024} / 2 / 29} + hours{23} + minutes{59} + seconds{58} + milliseconds{7};
     CHECK(calls::schema::format_time(t) == "2024-02-29T23:59:58.007Z");
     CHECK(calls::schema::format_time(system_clock::time_point{}) == "1970-01-01T00:00:00.000Z");
+}
+
+TEST_CASE("call log: the writer tells the WhatsApp sender after writing outbox rows, and only then") {
+    auto db = std::make_shared<fake_database>();
+    std::atomic<int> told{0};
+    calls::call_log_options o;
+    o.on_outbox_written = [&] { ++told; };
+    calls::call_log log([db](std::stop_token) { return std::make_unique<scripted_store>(db); }, [](const std::string&) {},
+                        o);
+    call_row status;
+    status.call_sid = "CA-status";
+    status.status = "admitted";
+    log.push(status);
+    REQUIRE(log.flush(std::chrono::seconds(5)));
+    CHECK(test::holds_for([&] { return told.load() == 0; }, std::chrono::milliseconds(200)));
+    call_row outbox;
+    outbox.what = call_row::kind::whatsapp_outbox;
+    outbox.call_sid = "CA-outbox";
+    outbox.number = "+15550001";
+    log.push(outbox);
+    REQUIRE(log.flush(std::chrono::seconds(5)));
+    CHECK(test::eventually([&] { return told.load() == 1; }, std::chrono::seconds(2)));
 }

@@ -1,5 +1,6 @@
 #include "contract/limiter_contract.hpp"
 #include "contract/waiting_room_contract.hpp"
+#include "contract/claim_contract.hpp"
 
 #include <callguard/backends/memory.hpp>
 
@@ -16,3 +17,4 @@ struct memory_fixture {
 
 CALLGUARD_LIMITER_CONTRACT(memory_fixture);
 CALLGUARD_WAITING_ROOM_CONTRACT(memory_fixture);
+CALLGUARD_CLAIM_CONTRACT(memory_fixture);

@@ -450,3 +450,57 @@ TEST_CASE("the limiter waits reinstate_delay after the backend is back before pu
     CHECK(r.limiter.reinstate("CA-self").outcome == callguard::reinstate_outcome::reinstated);
     CHECK(r.limiter.reinstate_pending() == 0);
 }
+
+TEST_CASE("claims while the backend is down follow the fail mode, and are never sent to it twice") {
+    using callguard::claim_outcome;
+    using namespace std::chrono_literals;
+    SUBCASE("open: go ahead unchecked") {
+        auto cfg = test::small_config(1);
+        cfg.fail_mode = callguard::fail_mode::open;
+        rig r(cfg);
+        r.backend.ctl().failing = true;
+        auto c = r.limiter.claim_once("whatsapp:call:CA1", 60s);
+        CHECK(c.outcome == claim_outcome::claimed_fail_open);
+        CHECK(c.claimed());
+        CHECK(r.logs.count_containing("[CAPACITY] CLAIM_FAIL_OPEN key=whatsapp:call:CA1 backend=switchable") == 1);
+        CHECK(r.logs.count_containing("[CAPACITY] BACKEND_DOWN") == 1);
+        r.backend.ctl().failing = false;
+        CHECK(r.limiter.claim_once("whatsapp:call:CA1", 60s).outcome == claim_outcome::claimed); // unrecorded
+        CHECK(r.logs.count_containing("[CAPACITY] BACKEND_UP") == 1);
+    }
+    SUBCASE("closed: refuse") {
+        auto cfg = test::small_config(1);
+        cfg.fail_mode = callguard::fail_mode::closed;
+        rig r(cfg);
+        r.backend.ctl().failing = true;
+        auto c = r.limiter.claim_once("whatsapp:call:CA1", 60s);
+        CHECK(c.outcome == claim_outcome::refused_fail_closed);
+        CHECK_FALSE(c);
+        CHECK(r.logs.count_containing("[CAPACITY] CLAIM_FAIL_CLOSED key=whatsapp:call:CA1") == 1);
+    }
+    SUBCASE("local: exact within this process, then the backend decides again") {
+        auto cfg = test::small_config(1);
+        cfg.fail_mode = callguard::fail_mode::local;
+        rig r(cfg);
+        r.backend.ctl().failing = true;
+        auto first = r.limiter.claim_once("whatsapp:to:+15550001", 60s);
+        CHECK(first.outcome == claim_outcome::claimed);
+        CHECK(first.local_fallback);
+        auto second = r.limiter.claim_once("whatsapp:to:+15550001", 60s);
+        CHECK(second.outcome == claim_outcome::already_claimed);
+        CHECK(second.local_fallback);
+        CHECK(r.logs.count_containing("[CAPACITY] CLAIMED key=whatsapp:to:+15550001 ttl_ms=60000 fallback=local") == 1);
+        r.backend.ctl().failing = false;
+        auto back = r.limiter.claim_once("whatsapp:to:+15550001", 60s);
+        CHECK(back.outcome == claim_outcome::claimed); // the shared store never saw the local claim
+        CHECK_FALSE(back.local_fallback);
+    }
+    SUBCASE("bad input never reaches the backend") {
+        rig r(test::small_config(1));
+        CHECK_THROWS_AS(r.limiter.claim_once("", 1s), std::invalid_argument);
+        CHECK_THROWS_AS(r.limiter.claim_once("k", -1ms), std::invalid_argument);
+        CHECK(r.backend.ctl().claims == 0);
+        CHECK(r.limiter.claim_once("k", 1s).claimed());
+        CHECK(r.backend.ctl().claims == 1);
+    }
+}

@@ -110,3 +110,34 @@ TEST_CASE("memory backend: copies share slots, node reuse keeps ids intact") {
     }
     CHECK(a.active_count() == 0);
 }
+
+TEST_CASE("memory claims: expiry to the tick on a hand-moved clock, expired keys forgotten") {
+    using namespace std::chrono_literals;
+    test::manual_clock clock;
+    callguard::basic_memory_backend<test::manual_clock> b(clock);
+    auto first = b.claim("k1", 1000ms);
+    CHECK(first.claimed);
+    CHECK(first.remaining == 1000ms);
+    clock.advance(999ms);
+    auto held = b.claim("k1", 5000ms);
+    CHECK_FALSE(held.claimed);
+    CHECK(held.remaining == 1ms);
+    clock.advance(1ms);
+    CHECK(b.claim("k1", 5000ms).claimed); // free at its expiry, taken again for 5 s
+    clock.advance(4999ms);
+    CHECK_FALSE(b.claim("k1", 10ms).claimed);
+    // Copies share the claims, as they share slots.
+    auto copy = b;
+    CHECK_FALSE(copy.claim("k1", 10ms).claimed);
+    CHECK(copy.claim("k2", 10ms).claimed);
+    CHECK_FALSE(b.claim("k2", 10ms).claimed);
+
+    // The table under it forgets expired keys at the next claim: its size stays bounded.
+    callguard::detail::claim_table t;
+    for (int i = 0; i < 100; ++i) CHECK(t.claim("n" + std::to_string(i), 0, 10).claimed);
+    CHECK(t.size() == 100);
+    CHECK(t.claim("n5", 5, 10).claimed == false);
+    CHECK(t.claim("again", 10, 10).claimed); // every key of the batch expired at 10
+    CHECK(t.size() == 1);
+    CHECK(t.claim("again", 19, 10).remaining == 1);
+}

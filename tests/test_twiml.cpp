@@ -78,6 +78,51 @@ TEST_CASE("whatsapp and queue answers") {
     parse(q);
 }
 
+TEST_CASE("voicemail: the recording status callback when given, absolute only") {
+    auto xml = tw::voicemail_twiml("https://h/webhook/voicemail", {}, "https://h/webhook/recording_status?a=1&b=2");
+    CHECK(xml.find(R"(<Record action="https://h/webhook/voicemail" method="POST" maxLength="120" playBeep="true" )"
+                   R"(recordingStatusCallback="https://h/webhook/recording_status?a=1&amp;b=2" )"
+                   R"(recordingStatusCallbackMethod="POST"/><Hangup/>)") != std::string::npos);
+    auto t = parse(xml);
+    CHECK(t.get<std::string>("Response.Record.<xmlattr>.recordingStatusCallback") ==
+          "https://h/webhook/recording_status?a=1&b=2");
+    CHECK_THROWS_AS(tw::voicemail_twiml("https://h/vm", {}, "/webhook/recording_status"), std::invalid_argument);
+}
+
+TEST_CASE("waiting room: Enqueue with the service's waitUrl and action, the position, Leave") {
+    tw::twiml_options o;
+    o.queue_name = "support & sales";
+    auto q = tw::enqueue_twiml("https://h/webhook/queue_wait?tenant=biz1", "https://h/webhook/queue_result?tenant=biz1", o);
+    CHECK(q == std::string(declaration) + R"(<Response><Say language="he-IL" voice="Google.he-IL-Wavenet-A">)" +
+                   std::string(tw::default_queue_message) +
+                   R"(</Say><Enqueue action="https://h/webhook/queue_result?tenant=biz1" method="POST" )"
+                   R"(waitUrl="https://h/webhook/queue_wait?tenant=biz1" waitUrlMethod="POST">support &amp; sales</Enqueue></Response>)");
+    auto t = parse(q);
+    CHECK(t.get<std::string>("Response.Enqueue") == "support & sales");
+    CHECK_THROWS_AS(tw::enqueue_twiml("/wait", "https://h/r"), std::invalid_argument);
+    CHECK_THROWS_AS(tw::enqueue_twiml("https://h/w", "ftp://h/r"), std::invalid_argument);
+
+    auto wait = tw::queue_wait_twiml(3, 7);
+    CHECK(wait == std::string(declaration) +
+                      R"(<Response><Say language="he-IL" voice="Google.he-IL-Wavenet-A">אתם במקום 3 בתור. תודה על הסבלנות.</Say>)"
+                      R"(<Pause length="5"/></Response>)");
+    parse(wait);
+    o.queue_position_message = "<You> are {position} of {waiting} {other} {position}";
+    o.queue_pause = std::chrono::seconds(2);
+    auto custom = parse(tw::queue_wait_twiml(2, 9, o));
+    CHECK(custom.get<std::string>("Response.Say") == "<You> are 2 of 9 {other} 2");
+    CHECK(custom.get<std::string>("Response.Pause.<xmlattr>.length") == "2");
+    // Position unknown (the backend is down): the plain queue message.
+    CHECK(parse(tw::queue_wait_twiml(0, 0, o)).get<std::string>("Response.Say") == std::string(tw::default_queue_message));
+    o.queue_message.clear();
+    CHECK(tw::queue_wait_twiml(0, 0, o) == std::string(declaration) + R"(<Response><Pause length="2"/></Response>)");
+
+    CHECK(tw::leave_queue_twiml() == std::string(declaration) + "<Response><Leave/></Response>");
+    CHECK(tw::hangup_twiml() == std::string(declaration) + "<Response><Hangup/></Response>");
+    CHECK(tw::empty_twiml() == std::string(declaration) + "<Response></Response>");
+    CHECK(tw::queue_position_text("{position}{waiting}{posit", 1, 2) == "12{posit");
+}
+
 TEST_CASE("over_capacity_twiml picks by behaviour") {
     using b = callguard::over_capacity_behavior;
     CHECK(tw::over_capacity_twiml(b::reject) == tw::reject_twiml());
@@ -111,9 +156,20 @@ TEST_CASE("twiml_options::from_env") {
         if (n == "CALLS_REJECT_BUSY_SIGNAL") return "yes";
         if (n == "CALLS_VOICEMAIL_MAX_SECONDS") return "60";
         if (n == "CALLS_REJECT_MESSAGE") return "busy, sorry";
+        if (n == "CALLS_QUEUE_POSITION_MESSAGE") return "number {position}";
+        if (n == "CALLS_QUEUE_PAUSE_SECONDS") return "3";
         return std::nullopt;
     };
     auto o = tw::twiml_options::from_env(lookup);
+    CHECK(o.queue_position_message == "number {position}");
+    CHECK(o.queue_pause == std::chrono::seconds(3));
+    CHECK(tw::twiml_options::from_env({}).queue_pause == std::chrono::seconds(5));
+    auto long_pause = [](const char* name) -> std::optional<std::string> {
+        if (std::string(name) == "CALLS_QUEUE_PAUSE_SECONDS") return "61";
+        return std::nullopt;
+    };
+    CHECK_THROWS_WITH_AS(tw::twiml_options::from_env(long_pause), doctest::Contains("CALLS_QUEUE_PAUSE_SECONDS"),
+                         callguard::config_error);
     CHECK(o.voice == "Polly.Hila");
     CHECK(o.reject_with_busy_signal);
     CHECK(o.voicemail_max_length == std::chrono::seconds(60));

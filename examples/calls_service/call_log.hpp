@@ -27,15 +27,26 @@ namespace calls {
 struct call_row {
     enum class kind { call_status, whatsapp_outbox } what = kind::call_status;
     std::string call_sid;
-    std::string status; // admitted, rejected_capacity, rejected_unavailable, completed
+    std::string status; // admitted, queued, rejected_capacity, rejected_unavailable, completed, voicemail
     std::string tenant; // empty: none
     std::string number; // the caller, for the WhatsApp outbox
     std::optional<std::int64_t> active; ///< the limiter's counts at a decision; none for a call's end
     std::optional<std::int64_t> max;
+    /// A voicemail's recording (status `voicemail`); empty/none: unknown, the stored value is kept.
+    std::string recording_url, recording_sid, recording_status;
+    std::optional<std::int64_t> recording_duration; ///< seconds
     std::chrono::system_clock::time_point at{}; ///< when it happened; `push` stamps an unset one
 };
 
-/// Where rows end up. Used by the call log's writer thread only.
+/// A WhatsApp outbox row handed to the sender (`call_store::claim_due_messages`).
+struct outbox_message {
+    std::string call_sid;
+    std::string number;
+    int attempts = 0; ///< this one included
+};
+
+/// Where rows end up. `write` is used by the call log's writer thread; the outbox methods by the
+/// WhatsApp sender's thread, on a store of its own (each store is one connection).
 class call_store {
 public:
     struct outcome {
@@ -50,6 +61,22 @@ public:
     /// unavailable (down, slow, its tables gone): the call log keeps them, drops this store and
     /// retries with a new one. Writing a row twice is harmless (upserts keyed by call_sid).
     virtual outcome write(std::span<const call_row> rows) = 0;
+
+    // --- the WhatsApp outbox, for the sender. Each throws (std::runtime_error or a derived
+    // type) when the database cannot answer; the sender then opens a new store later.
+
+    /// Up to `limit` pending rows whose next attempt is due, oldest first, each taken for
+    /// `lease` (its next attempt pushed to now + lease, its attempts counted) in the same
+    /// statement, so that another sender on the same database skips them; a sender that dies
+    /// mid-send leaves its rows to be taken again when the lease ends.
+    virtual std::vector<outbox_message> claim_due_messages(std::size_t limit, std::chrono::milliseconds lease) = 0;
+    /// The message was accepted: status `sent` with Twilio's message SID.
+    virtual void record_sent(const std::string& call_sid, const std::string& message_sid) = 0;
+    /// Worth another attempt after `delay`; the row stays `pending` with the error so far.
+    virtual void record_retry(const std::string& call_sid, std::chrono::milliseconds delay,
+                              std::optional<int> error_code, const std::string& error) = 0;
+    /// Given up: status `failed` with Twilio's error code (none for a network failure).
+    virtual void record_failed(const std::string& call_sid, std::optional<int> error_code, const std::string& error) = 0;
 };
 
 struct call_log_options {
@@ -58,6 +85,9 @@ struct call_log_options {
     std::chrono::milliseconds retry_min{100}; ///< first wait after a failed flush, doubled per failure
     std::chrono::milliseconds retry_max{5000};
     std::chrono::milliseconds shutdown_grace{2000}; ///< how long the destructor lets the writer retry
+    /// Called on the writer thread after a batch with WhatsApp outbox rows was written (the
+    /// sender looks at once instead of at its next poll). Must not throw or block.
+    std::function<void()> on_outbox_written;
 };
 
 class call_log {
@@ -192,12 +222,21 @@ private:
             out = {0, 0, e.what()};
         }
         const auto done = std::min(out.written + out.failed, batch.size());
+        const bool outbox = options_.on_outbox_written &&
+                            std::any_of(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done),
+                                        [](const call_row& r) { return r.what == call_row::kind::whatsapp_outbox; });
         written_.fetch_add(out.written);
         failed_.fetch_add(out.failed);
         if (out.failed > 0) refused(out.failed, out.error);
         if (done == batch.size()) database_up_.store(true); // before flush() can see the rows gone
         batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done));
         release(done);
+        if (outbox) {
+            try {
+                options_.on_outbox_written();
+            } catch (...) {
+            }
+        }
         return out.error.empty() ? std::string("the database did not take the rows") : out.error;
     }
 

@@ -27,13 +27,25 @@ struct step {
 inline constexpr std::array steps{
     step{1, "calls and whatsapp_outbox as the single-instance log wrote them"},
     step{2, "fleet log: event times, one outbox row per call, sender and recording columns, analyst indexes"},
+    step{3, "recording status of a voicemail, error message of the WhatsApp sender"},
 };
 inline constexpr int latest_version = steps.back().version;
+
+/// A step's description is written into SQL as a string literal.
+constexpr bool descriptions_are_plain() {
+    for (const auto& s : steps)
+        for (char c : s.description)
+            if (c == '\'' || c == '\\') return false;
+    return true;
+}
+static_assert(descriptions_are_plain(), "no quotes or backslashes in a migration step's description");
 
 /// A status change an existing `calls` row accepts; every other second row about a call leaves
 /// the status as it is, so a retried webhook does not reopen a call and a rejected call's final
 /// status callback keeps it rejected. `completed -> rejected_*` exists because two instances
 /// queue separately: the status callback can reach the database before the rejection it ends.
+/// A caller in the waiting room is `queued` until it is admitted, let go (`rejected_capacity`),
+/// or hangs up (`completed`); a voicemail left after any of those is the call's last word.
 struct transition {
     std::string_view from, to;
 };
@@ -41,6 +53,14 @@ inline constexpr std::array status_transitions{
     transition{"admitted", "completed"},
     transition{"completed", "rejected_capacity"},
     transition{"completed", "rejected_unavailable"},
+    transition{"queued", "admitted"},
+    transition{"queued", "rejected_capacity"},
+    transition{"queued", "rejected_unavailable"},
+    transition{"queued", "completed"},
+    transition{"queued", "voicemail"},
+    transition{"rejected_capacity", "voicemail"},
+    transition{"rejected_unavailable", "voicemail"},
+    transition{"completed", "voicemail"},
 };
 
 /// The status a row ends with when `incoming` arrives for a row holding `existing`.
@@ -68,8 +88,8 @@ inline std::string status_changes(std::string_view old) {
 }
 
 /// The SET list of `calls`' upsert, valid on both databases: the status per the transitions
-/// above (`updated_at` moves with it), and the decision's tenant and counts kept whichever row
-/// came first. Each store adds `created_at` = the earlier of the two in its own dialect.
+/// above (`updated_at` moves with it), the decision's tenant and counts kept whichever row
+/// came first, and a recording's fields as the latest row that has them says. Each store adds `created_at` = the earlier of the two in its own dialect.
 inline std::string calls_conflict_update(std::string_view old) {
     const auto changes = status_changes(old);
     std::string o(old);
@@ -77,7 +97,12 @@ inline std::string calls_conflict_update(std::string_view old) {
            "updated_at = CASE WHEN " + changes + " THEN excluded.updated_at ELSE " + o + ".updated_at END, " +
            "tenant = COALESCE(" + o + ".tenant, excluded.tenant), " +
            "active = COALESCE(" + o + ".active, excluded.active), " +
-           "max = COALESCE(" + o + ".max, excluded.max)";
+           "max = COALESCE(" + o + ".max, excluded.max), " +
+           // A recording's fields: the latest row that knows one wins.
+           "recording_url = COALESCE(excluded.recording_url, " + o + ".recording_url), " +
+           "recording_duration = COALESCE(excluded.recording_duration, " + o + ".recording_duration), " +
+           "recording_sid = COALESCE(excluded.recording_sid, " + o + ".recording_sid), " +
+           "recording_status = COALESCE(excluded.recording_status, " + o + ".recording_status)";
 }
 
 /// UTC, millisecond precision, ISO 8601 with `Z`: SQLite stores it as text (it sorts in time

@@ -3,6 +3,7 @@
 // CALLS_DB_URL set: the call log is shared in PostgreSQL; unset: SQLite at CALLS_DB_PATH.
 #include "server.hpp"
 #include "sqlite_store.hpp"
+#include "whatsapp_sender.hpp"
 
 #if CALLS_SERVICE_WITH_REDIS // set by CMake: callguard::redis exists (CALLGUARD_WITH_REDIS=ON)
 #include <callguard/backends/redis.hpp>
@@ -106,10 +107,16 @@ callguard::event_observer call_log_observer(calls::call_log& log) {
         calls::call_row row;
         switch (e.kind) {
         case callguard::event_kind::acquired:
+        case callguard::event_kind::dequeued:
         case callguard::event_kind::admitted_fail_open: row.status = "admitted"; break;
-        case callguard::event_kind::rejected: row.status = "rejected_capacity"; break;
+        case callguard::event_kind::rejected:
+        case callguard::event_kind::queue_full:    // turned away: the line was full
+        case callguard::event_kind::queue_timeout: // let go after the longest wait
+            row.status = "rejected_capacity";
+            break;
         case callguard::event_kind::rejected_fail_closed: row.status = "rejected_unavailable"; break;
-        default: return;
+        case callguard::event_kind::queued: row.status = "queued"; break;
+        default: return; // a waiter who hangs up ends with the status callback's `completed`
         }
         row.call_sid = std::string(e.call_id);
         row.tenant = std::string(e.tenant);
@@ -122,16 +129,28 @@ callguard::event_observer call_log_observer(calls::call_log& log) {
 void print_listening(std::uint16_t port, std::string_view backend, const settings& s, std::string_view db) {
     const auto& lc = s.limiter;
     const auto& sc = s.service;
+    std::string over_capacity;
+    if (lc.behavior == callguard::over_capacity_behavior::queue)
+        over_capacity = fmt::format(" queue_max_wait={}s queue_max_length={} queue_fallback={}", sc.queue_max_wait.count(),
+                                    sc.queue_max_length, callguard::to_string(sc.queue_fallback));
+    if (sc.whatsapp_enabled)
+        over_capacity += fmt::format(" whatsapp_api={} whatsapp_template={} whatsapp_cooldown={}s", sc.whatsapp.api_base_url,
+                                     sc.whatsapp.content_sid.empty() ? "none" : sc.whatsapp.content_sid,
+                                     sc.whatsapp.cooldown.count());
     fmt::print(stderr,
                "[SERVICE] calls_service listening on http://{}:{} backend={} max_active_calls={} "
-               "slot_ttl={}s behavior={} fail_mode={} log_level={} tenants={} signature_check={} "
+               "slot_ttl={}s behavior={}{} fail_mode={} log_level={} tenants={} signature_check={} "
                "public_base_url={} db={} db_queue_limit={} threads={}\n",
                sc.host, port, backend, lc.max_active_calls, lc.slot_ttl.count(),
-               callguard::to_string(lc.behavior), callguard::to_string(lc.fail_mode),
+               callguard::to_string(lc.behavior), over_capacity, callguard::to_string(lc.fail_mode),
                callguard::to_string(lc.log_level), lc.tenant_limits.size(),
                sc.auth_token.empty() ? "off" : "on",
                sc.public_base_url.empty() ? "(from Host header)" : sc.public_base_url, db, sc.db_queue_limit,
                sc.threads);
+    if (sc.whatsapp_enabled && sc.whatsapp.content_sid.empty())
+        fmt::print(stderr, "[SERVICE] whatsapp: no CALLS_WHATSAPP_CONTENT_SID: messages go as free text (Body), which "
+                           "Twilio refuses (error 63016) to a caller who has not written to the business in the "
+                           "last 24 hours; set an approved template for production\n");
 }
 
 /// Graceful stop on SIGINT/SIGTERM: stop accepting, close the media sockets (their guards
@@ -180,12 +199,21 @@ template <class Backend>
 int serve(calls::net::io_context& ioc, Backend backend, std::string_view backend_desc, const settings& s,
           call_log_target target) {
     using limiter_type = callguard::capacity_limiter<Backend>;
+    // The sender first: the call log (destroyed before it) wakes it after writing outbox rows.
+    std::unique_ptr<calls::whatsapp_sender> sender;
+    if (s.service.whatsapp_enabled)
+        sender = std::make_unique<calls::whatsapp_sender>(target.make_store, s.service.whatsapp, [](const std::string& m) {
+            fmt::print(stderr, "[SERVICE] whatsapp: {}\n", m);
+        });
     calls::call_log_options log_options;
     log_options.queue_limit = s.service.db_queue_limit;
+    if (sender) log_options.on_outbox_written = [&sender] { sender->wake(); };
     calls::call_log log(std::move(target.make_store), print_log_line, log_options);
-    boost::asio::thread_pool blocking(2); // what must still block: never the I/O threads
+    // What has no async form (the waiting room, WhatsApp claims, the metrics' waiting-room
+    // figures) blocks here, never on the I/O threads.
+    boost::asio::thread_pool blocking(4);
     limiter_type limiter(std::move(backend), s.limiter, {callguard::stderr_sink(), call_log_observer(log)});
-    calls::webhooks<limiter_type> hooks(limiter, s.service, s.twiml, log, blocking);
+    calls::webhooks<limiter_type> hooks(limiter, s.service, s.twiml, log, blocking, sender.get());
 
     auto srv = std::make_shared<calls::server<limiter_type>>(ioc, s.service, hooks, limiter);
     std::uint16_t port = 0;
@@ -238,8 +266,9 @@ int main() {
     std::signal(SIGPIPE, SIG_IGN);
     const auto env = callguard::process_env();
     try {
-        const settings s{callguard::limiter_config::from_env(env), callguard::twilio::twiml_options::from_env(env),
-                         calls::service_config::from_env(env)};
+        settings s{callguard::limiter_config::from_env(env), callguard::twilio::twiml_options::from_env(env),
+                   calls::service_config::from_env(env)};
+        s.service.read_whatsapp(env, s.limiter.behavior);
         return serve_from_env(s, callguard::env_reader(env));
     } catch (const callguard::config_error& e) {
         fmt::print(stderr, "[SERVICE] configuration error: {}\n", e.what());

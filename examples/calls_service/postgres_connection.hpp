@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <stop_token>
@@ -103,6 +104,21 @@ public:
         std::string value;
         drain_results(&value);
         return value;
+    }
+
+    /// One row of a query's result, as text (nullopt: SQL NULL).
+    using row = std::vector<std::optional<std::string>>;
+
+    /// Runs a prepared statement with text parameters (nullptr: SQL NULL), outside any pipeline,
+    /// and returns its rows; throws `postgres_error` on an error.
+    std::vector<row> query_prepared(const char* statement, std::span<const char* const> params) {
+        start_operation();
+        if (!PQsendQueryPrepared(conn_.get(), statement, static_cast<int>(params.size()), params.data(), nullptr,
+                                 nullptr, 0))
+            fail(postgres_error::stage::statement, "send failed");
+        std::vector<row> rows;
+        drain_results(nullptr, &rows);
+        return rows;
     }
 
     void prepare(const char* name, std::string_view sql) {
@@ -207,8 +223,8 @@ private:
             fail(postgres_error::stage::statement, "pipeline out of step");
     }
 
-    /// Reads every result of a simple-protocol query; the first error is thrown after all are read.
-    void drain_results(std::string* first_value) {
+    /// Reads every result of a query; the first error is thrown after all are read.
+    void drain_results(std::string* first_value, std::vector<row>* rows = nullptr) {
         std::string sqlstate, message;
         while (result_ptr r{next_result()}) {
             const auto st = PQresultStatus(r.get());
@@ -220,6 +236,15 @@ private:
             } else if (first_value && st == PGRES_TUPLES_OK && first_value->empty() && PQntuples(r.get()) > 0 &&
                        !PQgetisnull(r.get(), 0, 0)) {
                 *first_value = PQgetvalue(r.get(), 0, 0);
+            } else if (rows && st == PGRES_TUPLES_OK) {
+                for (int i = 0; i < PQntuples(r.get()); ++i) {
+                    row out;
+                    for (int j = 0; j < PQnfields(r.get()); ++j) {
+                        if (PQgetisnull(r.get(), i, j)) out.emplace_back();
+                        else out.emplace_back(PQgetvalue(r.get(), i, j));
+                    }
+                    rows->push_back(std::move(out));
+                }
             }
         }
         if (!message.empty()) throw postgres_error(postgres_error::stage::statement, sqlstate, message);

@@ -33,6 +33,10 @@ public:
         found_version_ = schema::migrate(m);
         conn_.prepare(upsert_name, upsert_sql());
         conn_.prepare(outbox_name, outbox_sql);
+        conn_.prepare(claim_name, claim_sql);
+        conn_.prepare(sent_name, sent_sql);
+        conn_.prepare(retry_name, retry_sql);
+        conn_.prepare(failed_name, failed_sql);
     }
 
     /// The schema version the database had when connected (0: new).
@@ -68,9 +72,49 @@ public:
         }
     }
 
+    std::vector<outbox_message> claim_due_messages(std::size_t limit, std::chrono::milliseconds lease) override {
+        const auto limit_text = std::to_string(limit);
+        const auto lease_text = std::to_string(lease.count());
+        const std::array<const char*, 2> params{limit_text.c_str(), lease_text.c_str()};
+        std::vector<outbox_message> out;
+        for (auto& r : conn_.query_prepared(claim_name, params)) {
+            outbox_message m;
+            m.call_sid = r.at(0).value_or("");
+            m.number = r.at(1).value_or("");
+            m.attempts = std::stoi(r.at(2).value_or("0"));
+            out.push_back(std::move(m));
+        }
+        return out;
+    }
+
+    void record_sent(const std::string& call_sid, const std::string& message_sid) override {
+        const std::array<const char*, 2> params{call_sid.c_str(), message_sid.c_str()};
+        conn_.query_prepared(sent_name, params);
+    }
+
+    void record_retry(const std::string& call_sid, std::chrono::milliseconds delay, std::optional<int> error_code,
+                      const std::string& error) override {
+        const auto delay_text = std::to_string(delay.count());
+        const auto code_text = error_code ? std::to_string(*error_code) : std::string();
+        const std::array<const char*, 4> params{call_sid.c_str(), delay_text.c_str(),
+                                                error_code ? code_text.c_str() : nullptr, error.c_str()};
+        conn_.query_prepared(retry_name, params);
+    }
+
+    void record_failed(const std::string& call_sid, std::optional<int> error_code, const std::string& error) override {
+        const auto code_text = error_code ? std::to_string(*error_code) : std::string();
+        const std::array<const char*, 3> params{call_sid.c_str(), error_code ? code_text.c_str() : nullptr,
+                                                error.c_str()};
+        conn_.query_prepared(failed_name, params);
+    }
+
 private:
     static constexpr const char* upsert_name = "callguard_calls_upsert";
     static constexpr const char* outbox_name = "callguard_outbox_insert";
+    static constexpr const char* claim_name = "callguard_outbox_claim";
+    static constexpr const char* sent_name = "callguard_outbox_sent";
+    static constexpr const char* retry_name = "callguard_outbox_retry";
+    static constexpr const char* failed_name = "callguard_outbox_failed";
 
     // Version 1: the tables of the single-instance log, so every database walks the same steps.
     static constexpr std::array<std::string_view, 2> migration_1{
@@ -97,6 +141,10 @@ private:
         "CREATE INDEX IF NOT EXISTS calls_status_created_at ON calls (status, created_at)",
         "CREATE INDEX IF NOT EXISTS calls_tenant_created_at ON calls (tenant, created_at)",
         "CREATE INDEX IF NOT EXISTS calls_created_at ON calls (created_at)",
+    };
+    static constexpr std::array<std::string_view, 2> migration_3{
+        "ALTER TABLE calls ADD COLUMN IF NOT EXISTS recording_status text",
+        "ALTER TABLE whatsapp_outbox ADD COLUMN IF NOT EXISTS error_message text",
     };
 
     /// The migration procedure's view of this database (see schema::migrate).
@@ -125,13 +173,15 @@ private:
         static std::span<const std::string_view> migration(int version) {
             if (version == 1) return migration_1;
             if (version == 2) return migration_2;
+            if (version == 3) return migration_3;
             throw std::logic_error("postgres_store: no statements for schema version " + std::to_string(version));
         }
     };
 
     static std::string upsert_sql() {
-        return "INSERT INTO calls AS c (call_sid, status, tenant, active, max, created_at, updated_at) "
-               "VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (call_sid) DO UPDATE SET " +
+        return "INSERT INTO calls AS c (call_sid, status, tenant, active, max, created_at, updated_at, "
+               "recording_url, recording_duration, recording_sid, recording_status) "
+               "VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10) ON CONFLICT (call_sid) DO UPDATE SET " +
                schema::calls_conflict_update("c") + ", created_at = LEAST(c.created_at, excluded.created_at)";
     }
     // One outbox row per call: a retried webhook, or a batch written again, adds nothing.
@@ -139,10 +189,29 @@ private:
         "INSERT INTO whatsapp_outbox (call_sid, number, created_at, updated_at) VALUES ($1, $2, $3, $3) "
         "ON CONFLICT (call_sid) DO NOTHING";
 
+    // The sender's statements, on the database's clock (one clock for the whole fleet). Rows
+    // another sender has locked are skipped, and the lease written in the same statement keeps
+    // them skipped after it commits.
+    static constexpr const char* claim_sql =
+        "UPDATE whatsapp_outbox o SET attempts = o.attempts + 1, "
+        "next_attempt_at = now() + $2::bigint * interval '1 millisecond', updated_at = now() "
+        "FROM (SELECT id FROM whatsapp_outbox WHERE status = 'pending' AND "
+        "(next_attempt_at IS NULL OR next_attempt_at <= now()) ORDER BY id LIMIT $1::bigint "
+        "FOR UPDATE SKIP LOCKED) due WHERE o.id = due.id RETURNING o.call_sid, o.number, o.attempts";
+    static constexpr const char* sent_sql =
+        "UPDATE whatsapp_outbox SET status = 'sent', message_sid = $2, error_code = NULL, error_message = NULL, "
+        "next_attempt_at = NULL, updated_at = now() WHERE call_sid = $1 AND status = 'pending'";
+    static constexpr const char* retry_sql =
+        "UPDATE whatsapp_outbox SET next_attempt_at = now() + $2::bigint * interval '1 millisecond', "
+        "error_code = $3::integer, error_message = $4, updated_at = now() WHERE call_sid = $1 AND status = 'pending'";
+    static constexpr const char* failed_sql =
+        "UPDATE whatsapp_outbox SET status = 'failed', error_code = $2::integer, error_message = $3, "
+        "next_attempt_at = NULL, updated_at = now() WHERE call_sid = $1 AND status = 'pending'";
+
     /// A row's parameters as text (libpq's text format; the pointers below point into these).
     struct row_texts {
         std::string at;
-        std::optional<std::string> active, max;
+        std::optional<std::string> active, max, recording_duration;
     };
 
     static std::vector<row_texts> texts(std::span<const call_row> rows) {
@@ -153,6 +222,7 @@ private:
             t.at = schema::format_time(r.at);
             if (r.active) t.active = std::to_string(*r.active);
             if (r.max) t.max = std::to_string(*r.max);
+            if (r.recording_duration) t.recording_duration = std::to_string(*r.recording_duration);
             out.push_back(std::move(t));
         }
         return out;
@@ -161,9 +231,12 @@ private:
     static postgres_connection::call call_for(const call_row& r, const row_texts& t) {
         if (r.what == call_row::kind::whatsapp_outbox)
             return {outbox_name, {r.call_sid.c_str(), r.number.c_str(), t.at.c_str()}};
+        auto text_or_null = [](const std::string& v) { return v.empty() ? nullptr : v.c_str(); };
         return {upsert_name,
-                {r.call_sid.c_str(), r.status.c_str(), r.tenant.empty() ? nullptr : r.tenant.c_str(),
-                 t.active ? t.active->c_str() : nullptr, t.max ? t.max->c_str() : nullptr, t.at.c_str()}};
+                {r.call_sid.c_str(), r.status.c_str(), text_or_null(r.tenant), t.active ? t.active->c_str() : nullptr,
+                 t.max ? t.max->c_str() : nullptr, t.at.c_str(), text_or_null(r.recording_url),
+                 t.recording_duration ? t.recording_duration->c_str() : nullptr, text_or_null(r.recording_sid),
+                 text_or_null(r.recording_status)}};
     }
 
     postgres_connection conn_;

@@ -8,12 +8,15 @@
 #include <sqlite3.h>
 
 #include <array>
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace calls {
 
@@ -39,6 +42,10 @@ public:
         }
         upsert_ = prepare(upsert_sql().c_str());
         outbox_ = prepare(outbox_sql);
+        claim_ = prepare(claim_sql);
+        sent_ = prepare(sent_sql);
+        retry_ = prepare(retry_sql);
+        failed_ = prepare(failed_sql);
     }
 
     /// The schema version the file had when opened (0: new, or from before versioning).
@@ -67,6 +74,49 @@ public:
             return {0, 0, why};
         }
         return out;
+    }
+
+    std::vector<outbox_message> claim_due_messages(std::size_t limit, std::chrono::milliseconds lease) override {
+        sqlite3_stmt* st = start(claim_);
+        sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(limit));
+        bind_text(st, 2, seconds_modifier(lease));
+        std::vector<outbox_message> out;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            outbox_message m;
+            m.call_sid = column_text(st, 0);
+            m.number = column_text(st, 1);
+            m.attempts = sqlite3_column_int(st, 2);
+            out.push_back(std::move(m));
+        }
+        if (rc != SQLITE_DONE) throw std::runtime_error(error("claiming outbox rows"));
+        sqlite3_reset(st);
+        return out;
+    }
+
+    void record_sent(const std::string& call_sid, const std::string& message_sid) override {
+        sqlite3_stmt* st = start(sent_);
+        bind_text(st, 1, call_sid);
+        bind_text(st, 2, message_sid);
+        finish(st, "recording a sent message");
+    }
+
+    void record_retry(const std::string& call_sid, std::chrono::milliseconds delay, std::optional<int> error_code,
+                      const std::string& error_text) override {
+        sqlite3_stmt* st = start(retry_);
+        bind_text(st, 1, call_sid);
+        bind_text(st, 2, seconds_modifier(delay));
+        if (error_code) sqlite3_bind_int(st, 3, *error_code);
+        bind_text(st, 4, error_text);
+        finish(st, "recording a retry");
+    }
+
+    void record_failed(const std::string& call_sid, std::optional<int> error_code, const std::string& error_text) override {
+        sqlite3_stmt* st = start(failed_);
+        bind_text(st, 1, call_sid);
+        if (error_code) sqlite3_bind_int(st, 2, *error_code);
+        bind_text(st, 3, error_text);
+        finish(st, "recording a failed message");
     }
 
 private:
@@ -104,6 +154,10 @@ private:
         "CREATE INDEX IF NOT EXISTS calls_tenant_created_at ON calls (tenant, created_at)",
         "CREATE INDEX IF NOT EXISTS calls_created_at ON calls (created_at)",
     };
+    static constexpr std::array<std::string_view, 2> migration_3{
+        "ALTER TABLE calls ADD COLUMN recording_status TEXT",
+        "ALTER TABLE whatsapp_outbox ADD COLUMN error_message TEXT",
+    };
 
     /// The migration procedure's view of this database (see schema::migrate).
     struct migrator {
@@ -121,19 +175,54 @@ private:
         static std::span<const std::string_view> migration(int version) {
             if (version == 1) return migration_1;
             if (version == 2) return migration_2;
+            if (version == 3) return migration_3;
             throw std::logic_error("sqlite_store: no statements for schema version " + std::to_string(version));
         }
     };
 
     static std::string upsert_sql() {
-        return "INSERT INTO calls AS c (call_sid, status, tenant, active, max, created_at, updated_at) "
-               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (call_sid) DO UPDATE SET " +
+        return "INSERT INTO calls AS c (call_sid, status, tenant, active, max, created_at, updated_at, "
+               "recording_url, recording_duration, recording_sid, recording_status) "
+               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (call_sid) DO UPDATE SET " +
                schema::calls_conflict_update("c") + ", created_at = min(c.created_at, excluded.created_at)";
     }
     // One outbox row per call: a retried webhook, or a batch written again, adds nothing.
     static constexpr const char* outbox_sql =
         "INSERT INTO whatsapp_outbox (call_sid, number, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) "
         "ON CONFLICT (call_sid) DO NOTHING";
+
+    // The sender's statements. Times are the database's own (one clock for every sender on the
+    // file), in the same text format as the rows' (so they compare as text).
+#define CALLS_SQLITE_NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+    // One statement takes the rows and leases them: atomic against another connection.
+    static constexpr const char* claim_sql =
+        "UPDATE whatsapp_outbox SET attempts = attempts + 1, next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ','now',?2), "
+        "updated_at = " CALLS_SQLITE_NOW " WHERE id IN (SELECT id FROM whatsapp_outbox WHERE status = 'pending' AND "
+        "(next_attempt_at IS NULL OR next_attempt_at <= " CALLS_SQLITE_NOW ") ORDER BY id LIMIT ?1) "
+        "RETURNING call_sid, number, attempts";
+    static constexpr const char* sent_sql =
+        "UPDATE whatsapp_outbox SET status = 'sent', message_sid = ?2, error_code = NULL, error_message = NULL, "
+        "next_attempt_at = NULL, updated_at = " CALLS_SQLITE_NOW " WHERE call_sid = ?1 AND status = 'pending'";
+    static constexpr const char* retry_sql =
+        "UPDATE whatsapp_outbox SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ','now',?2), error_code = ?3, "
+        "error_message = ?4, updated_at = " CALLS_SQLITE_NOW " WHERE call_sid = ?1 AND status = 'pending'";
+    static constexpr const char* failed_sql =
+        "UPDATE whatsapp_outbox SET status = 'failed', error_code = ?2, error_message = ?3, next_attempt_at = NULL, "
+        "updated_at = " CALLS_SQLITE_NOW " WHERE call_sid = ?1 AND status = 'pending'";
+#undef CALLS_SQLITE_NOW
+
+    /// A date modifier: "+1.250 seconds".
+    static std::string seconds_modifier(std::chrono::milliseconds d) {
+        char buf[48];
+        std::snprintf(buf, sizeof buf, "%+.3f seconds", static_cast<double>(d.count()) / 1000.0);
+        return buf;
+    }
+
+    static std::string column_text(sqlite3_stmt* st, int i) {
+        const auto* v = sqlite3_column_text(st, i);
+        return v ? reinterpret_cast<const char*>(v) : "";
+    }
+
 
     struct db_close {
         void operator()(sqlite3* db) const noexcept { sqlite3_close(db); }
@@ -142,6 +231,18 @@ private:
         void operator()(sqlite3_stmt* s) const noexcept { sqlite3_finalize(s); }
     };
     using statement = std::unique_ptr<sqlite3_stmt, stmt_finalize>;
+
+    static sqlite3_stmt* start(const statement& s) {
+        sqlite3_reset(s.get());
+        sqlite3_clear_bindings(s.get());
+        return s.get();
+    }
+
+    void finish(sqlite3_stmt* st, const char* what) {
+        const int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) throw std::runtime_error(error(what));
+    }
 
     std::string error(const char* what) const {
         return std::string("SQLite ") + what + " failed: " + sqlite3_errmsg(db_.get());
@@ -203,6 +304,10 @@ private:
             bind_count(st, 4, r.active);
             bind_count(st, 5, r.max);
             bind_text(st, 6, at);
+            if (!r.recording_url.empty()) bind_text(st, 7, r.recording_url);
+            bind_count(st, 8, r.recording_duration);
+            if (!r.recording_sid.empty()) bind_text(st, 9, r.recording_sid);
+            if (!r.recording_status.empty()) bind_text(st, 10, r.recording_status);
         } else {
             bind_text(st, 2, r.number);
             bind_text(st, 3, at);
@@ -211,7 +316,7 @@ private:
     }
 
     std::unique_ptr<sqlite3, db_close> db_;
-    statement upsert_, outbox_;
+    statement upsert_, outbox_, claim_, sent_, retry_, failed_;
     int found_version_ = 0;
 };
 

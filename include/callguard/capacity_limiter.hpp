@@ -3,6 +3,7 @@
 #include "acquire_result.hpp"
 #include "backend.hpp"
 #include "backends/memory.hpp"
+#include "claim.hpp"
 #include "config.hpp"
 #include "errors.hpp"
 #include "events.hpp"
@@ -324,6 +325,50 @@ public:
 
     /// How long admitted waiters waited (the `queue_wait_seconds` histogram).
     wait_histogram::snapshot queue_wait_histogram() const noexcept { return wait_histogram_.read(); }
+
+    // --- claims (backends that model `claim_backend`) --------------------------------------
+
+    /// "At most once" across every instance on this backend: the first caller to claim `key`
+    /// holds it for `ttl` (`claimed`); every other caller until then gets `already_claimed` with
+    /// the time left. A claim is never given back early. While the backend cannot answer, the
+    /// fail mode decides: `open` lets the caller go ahead unchecked (`claimed_fail_open`),
+    /// `closed` refuses (`refused_fail_closed`), `local` claims in this process only.
+    /// Throws `std::invalid_argument` for a malformed key (see `claim_key_problem`) or a `ttl`
+    /// outside 1 ms .. 366 days.
+    claim_result claim_once(std::string_view key, std::chrono::milliseconds ttl)
+        requires claim_backend<Backend>
+    {
+        if (auto why = claim_key_problem(key); !why.empty())
+            throw std::invalid_argument(std::string(why) + ": \"" + detail::printable(key) + "\"");
+        if (ttl.count() < 1 || ttl > std::chrono::seconds(max_ttl_seconds))
+            throw std::invalid_argument("claim ttl must be 1 ms to 366 days: " + std::to_string(ttl.count()) + " ms");
+        claim_reply reply;
+        bool local = false;
+        try {
+            reply = backend_.claim(key, ttl);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+            switch (config_.fail_mode) {
+            case fail_mode::open:
+                log_.log(log_level::warning, "[CAPACITY] CLAIM_FAIL_OPEN key={} backend={}", key, backend_.name());
+                return {claim_outcome::claimed_fail_open, {}, false};
+            case fail_mode::closed:
+                log_.log(log_level::warning, "[CAPACITY] CLAIM_FAIL_CLOSED key={} backend={}", key, backend_.name());
+                return {claim_outcome::refused_fail_closed, {}, false};
+            case fail_mode::local: break;
+            }
+            reply = local_->claim(key, ttl);
+            local = true;
+        }
+        if (!local) on_backend_success();
+        if (reply.claimed) {
+            log_.log(log_level::debug, "[CAPACITY] CLAIMED key={} ttl_ms={}{}", key, ttl.count(), local_suffix(local));
+            return {claim_outcome::claimed, reply.remaining, local};
+        }
+        log_.log(log_level::debug, "[CAPACITY] ALREADY_CLAIMED key={} remaining_ms={}{}", key,
+                 reply.remaining.count(), local_suffix(local));
+        return {claim_outcome::already_claimed, reply.remaining, local};
+    }
 
     const limiter_config& config() const noexcept { return config_; }
     Backend& backend() noexcept { return backend_; }

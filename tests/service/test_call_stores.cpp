@@ -12,6 +12,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <functional>
@@ -99,7 +100,8 @@ struct store_case {
     std::function<std::vector<std::string>(const std::string&)> query;
 };
 
-const std::array<std::string, 4> statuses{"admitted", "rejected_capacity", "rejected_unavailable", "completed"};
+const std::array<std::string, 6> statuses{"admitted",  "rejected_capacity", "rejected_unavailable",
+                                          "completed", "queued",            "voicemail"};
 
 /// For every ordered pair of statuses, a call whose rows arrive in that order: its final status
 /// must be the shared rule's, and the decision's tenant and counts kept whichever came first.
@@ -150,14 +152,128 @@ void check_outbox_once_per_call(const store_case& sc) {
                                    "CA-w2|+972500000002|pending|0|NULL|NULL|NULL"});
 }
 
+call_row voicemail_row(const std::string& sid, std::string url, std::optional<std::int64_t> duration,
+                       std::string rec_sid, std::string rec_status) {
+    call_row r;
+    r.call_sid = sid;
+    r.status = "voicemail";
+    r.recording_url = std::move(url);
+    r.recording_duration = duration;
+    r.recording_sid = std::move(rec_sid);
+    r.recording_status = std::move(rec_status);
+    r.at = std::chrono::system_clock::now();
+    return r;
+}
+
+/// A voicemail's two rows (the Record action's, the recording status callback's) end as one
+/// `voicemail` row with every field, in either order and after any earlier status.
+void check_voicemail(const store_case& sc) {
+    CAPTURE(sc.name);
+    auto store = sc.open();
+    const auto t0 = std::chrono::system_clock::now();
+    std::vector<call_row> rows{status_row("CA-vm1", "rejected_capacity", t0),
+                               voicemail_row("CA-vm1", "https://api.twilio.com/rec/RE1", 14, "", ""),
+                               voicemail_row("CA-vm1", "https://api.twilio.com/rec/RE1", 14, "RE1", "completed"),
+                               status_row("CA-vm1", "completed", t0 + 30s),
+                               // The status callback first, then the action, then the rejection.
+                               voicemail_row("CA-vm2", "https://api.twilio.com/rec/RE2", 9, "RE2", "completed"),
+                               voicemail_row("CA-vm2", "https://api.twilio.com/rec/RE2", std::nullopt, "", ""),
+                               status_row("CA-vm2", "rejected_capacity", t0)};
+    CHECK(store->write(rows).written == rows.size());
+    CHECK(sc.query("SELECT call_sid, status, tenant, recording_url, recording_duration, recording_sid, recording_status "
+                   "FROM calls WHERE call_sid LIKE 'CA-vm%' ORDER BY call_sid") ==
+          std::vector<std::string>{"CA-vm1|voicemail|biz1|https://api.twilio.com/rec/RE1|14|RE1|completed",
+                                   "CA-vm2|voicemail|biz1|https://api.twilio.com/rec/RE2|9|RE2|completed"});
+}
+
+/// The sender's side of the outbox: rows taken with a lease (never twice while it lasts), then
+/// sent, retried later, or failed, each with what Twilio said.
+void check_outbox_sender(const store_case& sc) {
+    CAPTURE(sc.name);
+    auto writer = sc.open();
+    auto sender = sc.open(); // its own connection, as the sender thread has
+    std::vector<call_row> rows{outbox_row("CA-s1", "+15550001"), outbox_row("CA-s2", "+15550002"),
+                               outbox_row("CA-s3", "+15550003"), outbox_row("CA-s4", "+15550004")};
+    REQUIRE(writer->write(rows).written == rows.size());
+    auto first = sender->claim_due_messages(2, 60s);
+    REQUIRE(first.size() == 2);
+    std::sort(first.begin(), first.end(), [](auto& a, auto& b) { return a.call_sid < b.call_sid; });
+    CHECK(first[0].call_sid == "CA-s1"); // oldest first
+    CHECK(first[0].number == "+15550001");
+    CHECK(first[0].attempts == 1);
+    CHECK(first[1].call_sid == "CA-s2");
+    auto rest = sender->claim_due_messages(10, 60s);
+    CHECK(rest.size() == 2);
+    CHECK(writer->claim_due_messages(10, 60s).empty()); // leased: another sender skips them
+    sender->record_sent("CA-s1", "SM0001");
+    sender->record_retry("CA-s2", 0ms, 20429, "Too Many Requests");
+    sender->record_retry("CA-s3", 300ms, std::nullopt, "connection refused");
+    sender->record_failed("CA-s4", 21211, "Invalid 'To' Phone Number");
+    sender->record_sent("CA-s4", "SM-late"); // a failed row stays failed
+    auto again = sender->claim_due_messages(10, 60s);
+    REQUIRE(again.size() == 1); // CA-s2 is due at once, CA-s3 in 300 ms
+    CHECK(again[0].call_sid == "CA-s2");
+    CHECK(again[0].attempts == 2);
+    CHECK(test::eventually([&] { return sender->claim_due_messages(10, 60s).size() == 1; }, 3s)); // CA-s3
+    CHECK(sc.query("SELECT call_sid, status, message_sid, error_code, error_message, attempts FROM whatsapp_outbox "
+                   "WHERE call_sid LIKE 'CA-s%' ORDER BY call_sid") ==
+          std::vector<std::string>{"CA-s1|sent|SM0001|NULL|NULL|1", "CA-s2|pending|NULL|20429|Too Many Requests|2",
+                                   "CA-s3|pending|NULL|NULL|connection refused|2",
+                                   "CA-s4|failed|NULL|21211|Invalid 'To' Phone Number|1"});
+    // A lease that ends (its sender died mid-send) gives the row to the next sender.
+    CHECK(writer->write(std::vector<call_row>{outbox_row("CA-s5", "+15550005")}).written == 1);
+    REQUIRE(sender->claim_due_messages(10, 200ms).size() == 1);
+    CHECK(writer->claim_due_messages(10, 60s).empty());
+    CHECK(test::eventually([&] { return writer->claim_due_messages(10, 60s).size() == 1; }, 3s));
+}
+
+/// Senders on their own connections taking rows at once: every row goes to exactly one of them.
+void check_outbox_senders_race(const store_case& sc) {
+    CAPTURE(sc.name);
+    constexpr int n = 200, senders = 4;
+    {
+        auto writer = sc.open();
+        std::vector<call_row> rows;
+        for (int i = 0; i < n; ++i) rows.push_back(outbox_row("CA-race-" + std::to_string(i), "+1555"));
+        REQUIRE(writer->write(rows).written == n);
+    }
+    std::vector<std::vector<std::string>> taken(senders);
+    std::vector<std::string> errors(senders);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < senders; ++t)
+        threads.emplace_back([&, t] {
+            try {
+                auto store = sc.open();
+                for (int round = 0; round < 200; ++round) {
+                    auto batch = store->claim_due_messages(7, 60s);
+                    if (batch.empty()) break;
+                    for (auto& m : batch) taken[static_cast<std::size_t>(t)].push_back(m.call_sid);
+                }
+            } catch (const std::exception& e) {
+                errors[static_cast<std::size_t>(t)] = e.what();
+            }
+        });
+    for (auto& t : threads) t.join();
+    std::vector<std::string> all;
+    for (int t = 0; t < senders; ++t) {
+        CHECK_MESSAGE(errors[static_cast<std::size_t>(t)].empty(), errors[static_cast<std::size_t>(t)]);
+        all.insert(all.end(), taken[static_cast<std::size_t>(t)].begin(), taken[static_cast<std::size_t>(t)].end());
+    }
+    std::sort(all.begin(), all.end());
+    CHECK(all.size() == n);
+    CHECK(std::adjacent_find(all.begin(), all.end()) == all.end()); // none taken twice
+    CHECK(sc.query("SELECT count(*) FROM whatsapp_outbox WHERE call_sid LIKE 'CA-race-%' AND attempts = 1") ==
+          std::vector<std::string>{std::to_string(n)});
+}
+
 void check_schema(const store_case& sc) {
     CAPTURE(sc.name);
     auto store = sc.open();
     CHECK(sc.query("SELECT version FROM callguard_schema_version ORDER BY version") ==
-          std::vector<std::string>{"1", "2"});
+          std::vector<std::string>{"1", "2", "3"});
     // Opening again migrates nothing.
     auto again = sc.open();
-    CHECK(sc.query("SELECT count(*) FROM callguard_schema_version") == std::vector<std::string>{"2"});
+    CHECK(sc.query("SELECT count(*) FROM callguard_schema_version") == std::vector<std::string>{"3"});
 }
 
 } // namespace
@@ -177,6 +293,24 @@ TEST_CASE("call stores: the status rule is the same on SQLite and PostgreSQL, wi
         check_status_rule(sc);
         check_outbox_once_per_call(sc);
         check_schema(sc);
+    }
+}
+
+TEST_CASE("call stores: voicemail rows and the WhatsApp sender's outbox work the same on SQLite and PostgreSQL") {
+    sqlite_db lite;
+    test::postgres_server pg;
+    pg.create_database("calls");
+    const auto info = calls::postgres_conninfo::parse("CALLS_DB_URL", pg.url("calls"));
+    const std::vector<store_case> cases{
+        {"sqlite", [&] { return std::make_unique<calls::sqlite_store>(lite.path); },
+         [&](const std::string& q) { return lite.query(q); }},
+        {"postgres", [&] { return std::make_unique<calls::postgres_store>(info); },
+         [&](const std::string& q) { return pg.query("calls", q); }},
+    };
+    for (const auto& sc : cases) {
+        check_voicemail(sc);
+        check_outbox_sender(sc);
+        check_outbox_senders_race(sc);
     }
 }
 
@@ -235,8 +369,8 @@ TEST_CASE("call stores: several instances migrating one PostgreSQL database at o
     for (auto& t : threads) t.join();
     for (int i = 0; i < n; ++i) CHECK_MESSAGE(errors[i].empty(), errors[i]);
     CHECK(std::count(found.begin(), found.end(), 0) == 1); // one migrated, the others found it done
-    CHECK(std::count(found.begin(), found.end(), 2) == n - 1);
-    CHECK(pg.query("calls", "SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2"});
+    CHECK(std::count(found.begin(), found.end(), 3) == n - 1);
+    CHECK(pg.query("calls", "SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2", "3"});
 }
 
 TEST_CASE("call stores: a SQLite file from before versioning is migrated, its rows kept") {
@@ -256,7 +390,7 @@ TEST_CASE("call stores: a SQLite file from before versioning is migrated, its ro
               "('CA-old3', '+2', 0);");
     calls::sqlite_store store(lite.path);
     CHECK(store.found_version() == 0);
-    CHECK(lite.query("SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2"});
+    CHECK(lite.query("SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2", "3"});
     CHECK(lite.query("SELECT call_sid, status FROM calls ORDER BY 1") ==
           std::vector<std::string>{"CA-old1|admitted", "CA-old2|rejected_capacity"});
     CHECK(lite.query("SELECT call_sid, status, attempts FROM whatsapp_outbox ORDER BY 1") ==
@@ -269,7 +403,7 @@ TEST_CASE("call stores: a SQLite file from before versioning is migrated, its ro
     CHECK(lite.query("SELECT status, created_at FROM calls WHERE call_sid = 'CA-old1'") ==
           std::vector<std::string>{"completed|2024-01-01T10:00:00.000Z"});
     calls::sqlite_store again(lite.path);
-    CHECK(again.found_version() == 2);
+    CHECK(again.found_version() == 3);
 }
 
 TEST_CASE("call stores: PostgreSQL refuses one bad row, the rest of its batch is written") {

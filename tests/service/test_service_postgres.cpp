@@ -2,6 +2,8 @@
 // PostgreSQL server of its own (tests/support/postgres_server.hpp), real HTTP.
 
 #include "service_harness.hpp"
+#include "signed_requests.hpp"
+#include "twilio_standin.hpp"
 
 #include "../support/postgres_server.hpp"
 #include "../support/probes.hpp"
@@ -123,15 +125,31 @@ std::size_t occurrences(const std::string& text, const std::string& needle) {
 
 } // namespace
 
-TEST_CASE("postgres: two instances write one call log, the rows match the calls made") {
+TEST_CASE("postgres: two instances write one call log and share one outbox, the rows match the calls made") {
     test::redis_server redis;
     test::postgres_server pg;
     pg.create_database("calls");
+    const std::string account = "AC0123456789abcdef0123456789abcdef", token = "pg-token-0123";
+    svc::twilio_standin api(account, token);
+    // Every caller has the same number: no cooldown, so that each rejected call is messaged.
     const std::map<std::string, std::string> env{{"REDIS_URL", redis.url()},
                                                  {"CALLS_DB_URL", pg.url("calls")},
                                                  {"MAX_ACTIVE_CALLS", "3"},
-                                                 {"CALLS_OVER_CAPACITY_BEHAVIOR", "whatsapp"}};
+                                                 {"CALLS_OVER_CAPACITY_BEHAVIOR", "whatsapp"},
+                                                 {"TWILIO_ACCOUNT_SID", account},
+                                                 {"TWILIO_AUTH_TOKEN", token},
+                                                 {"CALLS_WHATSAPP_FROM", "+14155238886"},
+                                                 {"CALLS_WHATSAPP_COOLDOWN_SECONDS", "0"},
+                                                 {"TWILIO_API_BASE_URL", api.base_url()}};
     service a(env), b(env);
+    auto incoming_call = [&](const service& s, const std::string& sid, const std::string& tenant) {
+        svc::params p{{"CallSid", sid}, {"From", "+972500000001"}, {"To", "+97231234567"}};
+        if (!tenant.empty()) p.emplace_back("Tenant", tenant);
+        return svc::post_signed(s, "/webhook/incoming_call", p, token);
+    };
+    auto call_status = [&](const service& s, const std::string& sid) {
+        return svc::post_signed(s, "/webhook/call_status", {{"CallSid", sid}, {"CallStatus", "completed"}}, token);
+    };
     const std::array<const service*, 2> instances{&a, &b};
     CHECK(a.log().find("[SERVICE] call log: PostgreSQL postgresql://callguard:***@127.0.0.1:") != std::string::npos);
 
@@ -148,13 +166,13 @@ TEST_CASE("postgres: two instances write one call log, the rows match the calls 
                 const auto sid = "CA-" + std::to_string(t) + "-" + std::to_string(i);
                 const auto& in = *instances[rng() % 2];
                 const auto& out = *instances[rng() % 2];
-                const std::string tenant = (i % 3 == 0) ? "&Tenant=biz1" : "";
-                auto r = in.incoming_call(sid, tenant);
+                const std::string tenant = (i % 3 == 0) ? "biz1" : "";
+                auto r = incoming_call(in, sid, tenant);
                 REQUIRE(r.status == 200);
                 const bool admitted = r.body.find("<Connect>") != std::string::npos;
-                if (!admitted && i % 5 == 0) in.incoming_call(sid, tenant); // Twilio retries the webhook
+                if (!admitted && i % 5 == 0) incoming_call(out, sid, tenant); // Twilio retries the webhook
                 std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 20));
-                REQUIRE(out.call_status(sid, "completed").status == 204);
+                REQUIRE(call_status(out, sid).status == 204);
                 std::lock_guard lk(mu);
                 expected[sid] = admitted ? "completed" : "rejected_capacity";
                 if (!admitted) rejected.insert(sid);
@@ -174,13 +192,19 @@ TEST_CASE("postgres: two instances write one call log, the rows match the calls 
         for (auto& r : rows()) got += r + "\n";
         FAIL_CHECK("rows:\n" << got);
     }
-    // Decisions carry the cap at the time; one outbox row per rejected call, even when retried.
+    // Decisions carry the cap at the time; one outbox row per rejected call, even when retried
+    // (on the other instance), and each sent once though both instances' senders take rows.
     CHECK(pg.scalar("calls", "SELECT count(*) FROM calls WHERE max = 3 AND active BETWEEN 0 AND 3") == "60");
     std::vector<std::string> want_outbox;
-    for (auto& sid : rejected) want_outbox.push_back(sid + "|+972500000001|pending");
+    for (auto& sid : rejected) want_outbox.push_back(sid + "|+972500000001|sent|1");
     CHECK(test::eventually([&] {
-        return pg.query("calls", "SELECT call_sid, number, status FROM whatsapp_outbox ORDER BY call_sid") == want_outbox;
-    }, 10s));
+        return pg.query("calls", "SELECT call_sid, number, status, attempts FROM whatsapp_outbox ORDER BY call_sid") ==
+               want_outbox;
+    }, 15s));
+    CHECK(test::holds_for([&] { return api.requests().size() == rejected.size(); }, 1s));
+    CHECK(api.accepted_to("+972500000001") == rejected.size());
+    CHECK(metric(a, "callguard_whatsapp_sent_total") + metric(b, "callguard_whatsapp_sent_total") ==
+          static_cast<double>(rejected.size()));
     CHECK(pg.scalar("calls", "SELECT count(*) FROM calls WHERE created_at > updated_at") == "0");
     CHECK(metric(a, "callguard_call_log_dropped_total") == 0);
     CHECK(metric(b, "callguard_call_log_failed_total") == 0);
@@ -257,8 +281,8 @@ TEST_CASE("postgres: beyond CALLS_DB_QUEUE_LIMIT the drop counter is exact, and 
     pg.start();
     s.incoming_call("CA-after");
     CHECK(test::eventually([&] { return count_like(pg, "CA-after", "admitted") == "1"; }, 15s));
-    CHECK(s.log().find("call log: tables migrated from schema version 0 to 2") != std::string::npos);
-    CHECK(pg.query("calls", "SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2"});
+    CHECK(s.log().find("call log: tables migrated from schema version 0 to 3") != std::string::npos);
+    CHECK(pg.query("calls", "SELECT version FROM callguard_schema_version ORDER BY 1") == std::vector<std::string>{"1", "2", "3"});
 }
 
 TEST_CASE("postgres: a database that is down at start does not stop the service") {

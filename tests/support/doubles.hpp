@@ -103,6 +103,7 @@ public:
         std::atomic<bool> failing{false};
         std::atomic<int> acquires{0}, releases{0}, refreshes{0}, counts{0}, reinstates{0};
         std::atomic<int> waits{0}; ///< waiting-room polls and enqueues
+        std::atomic<int> claims{0};
         std::atomic<std::uint64_t> resets{0}; ///< what `data_resets()` reports
 
         /// Every slot gone, and the loss reported (as a Redis restarted empty would).
@@ -175,6 +176,11 @@ public:
         check();
         return ctl_->storage().line_status();
     }
+    callguard::claim_reply claim(std::string_view key, std::chrono::milliseconds ttl) {
+        ++ctl_->claims;
+        check();
+        return ctl_->storage().claim(key, ttl);
+    }
 
     std::string_view name() const { return "switchable"; }
     bool healthy() const noexcept { return !ctl_->failing.load(); }
@@ -192,6 +198,7 @@ static_assert(callguard::capacity_backend<switchable_backend>);
 static_assert(callguard::reinstates_slots<switchable_backend>);
 static_assert(callguard::reports_data_resets<switchable_backend>);
 static_assert(callguard::waiting_room_backend<switchable_backend>);
+static_assert(callguard::claim_backend<switchable_backend>);
 static_assert(!callguard::reports_data_resets<callguard::memory_backend>);
 
 /// Threads of this process right now (from /proc).

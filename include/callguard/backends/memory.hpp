@@ -1,7 +1,9 @@
 #pragma once
 
 #include "../backend.hpp"
+#include "../claim.hpp"
 #include "../detail/atomic_bounds.hpp"
+#include "../detail/claim_table.hpp"
 #include "../detail/string_hash.hpp"
 #include "../detail/waiting_line.hpp"
 #include "../waiting_room.hpp"
@@ -30,6 +32,8 @@ namespace callguard {
 /// rejected, and before counting. A lower bound on the earliest expiry makes that check O(1)
 /// until something can actually have expired. Released map nodes are kept per shard and reused,
 /// so steady-state acquire/release does not touch the allocator.
+///
+/// Claims (`claim.hpp`) are a key -> expiry table under a mutex of their own.
 ///
 /// The waiting room (`waiting_room.hpp`) is a line under one mutex. Admission checks one atomic
 /// (the line's size) and takes the fast path above while nobody waits; while anyone does, it is
@@ -191,6 +195,14 @@ public:
         return {lk.size(), head ? millis(now - head->since) : std::chrono::milliseconds{0}};
     }
 
+    // --- claims (claim.hpp) -----------------------------------------------------------------
+
+    claim_reply claim(std::string_view key, std::chrono::milliseconds ttl) {
+        auto& st = *state_;
+        const auto a = st.claims.claim(key, ticks(st.clock.now()), ttl_ticks(ttl));
+        return {a.claimed, millis(a.remaining)};
+    }
+
     std::string_view name() const noexcept { return "memory"; }
     bool healthy() const noexcept { return true; }
 
@@ -235,6 +247,7 @@ private:
         std::unordered_map<std::string, std::unique_ptr<tenant_counter>, detail::string_hash,
                            std::equal_to<>>
             tenants;
+        detail::claim_table claims;
 
         state(Clock c, std::size_t n)
             : clock(std::move(c)), shard_count(n), shards(std::make_unique<shard[]>(n)) {}
@@ -430,5 +443,6 @@ using memory_backend = basic_memory_backend<>;
 static_assert(capacity_backend<memory_backend>);
 static_assert(waiting_room_backend<memory_backend>);
 static_assert(reinstates_slots<memory_backend>);
+static_assert(claim_backend<memory_backend>);
 
 } // namespace callguard

@@ -5,6 +5,7 @@
 // (CMake target callguard::redis); works with hiredis 0.14 and 1.x.
 
 #include "../backend.hpp"
+#include "../claim.hpp"
 #include "../waiting_room.hpp"
 #include "../detail/circuit_breaker.hpp"
 #include "../detail/replay_queue.hpp"
@@ -121,6 +122,10 @@ public:
     wait_reply wait_turn(const wait_request& req);
     leave_reply leave_line(std::string_view call_id);
     line_reply line_status();
+
+    // --- claims (claim.hpp): one SET NX PX, the key under the same hash tag ----------------
+
+    claim_reply claim(std::string_view key, std::chrono::milliseconds ttl);
 
     std::string_view name() const noexcept { return "redis"; }
     bool healthy() const noexcept { return !st_->breaker.is_open(); }
@@ -312,6 +317,16 @@ private:
         return call(detail::script_id::line_status, {st_->active_key}, {}, [](const redisReply* r) {
             const auto v = integers_of<2>(r);
             return line_reply{v[0], std::chrono::milliseconds(v[1])};
+        });
+    }
+
+    template <class Call>
+    auto claim_op(std::string_view key, std::chrono::milliseconds ttl, Call&& call) {
+        const auto claim_key = st_->base + ":claim:" + std::string(key);
+        const auto ttl_text = std::to_string(ttl.count());
+        return call(detail::script_id::claim, {claim_key}, {ttl_text}, [](const redisReply* r) {
+            const auto v = integers_of<2>(r);
+            return claim_reply{v[0] == 1, std::chrono::milliseconds(v[1])};
         });
     }
 
@@ -552,9 +567,13 @@ inline reinstate_reply redis_backend::reinstate(const slot_request& req) { retur
 inline wait_reply redis_backend::wait_turn(const wait_request& req) { return wait_turn_op(req, blocking()); }
 inline leave_reply redis_backend::leave_line(std::string_view call_id) { return leave_line_op(call_id, blocking()); }
 inline line_reply redis_backend::line_status() { return line_status_op(blocking()); }
+inline claim_reply redis_backend::claim(std::string_view key, std::chrono::milliseconds ttl) {
+    return claim_op(key, ttl, blocking());
+}
 
 static_assert(capacity_backend<redis_backend>);
 static_assert(waiting_room_backend<redis_backend>);
+static_assert(claim_backend<redis_backend>);
 static_assert(max_skipped_waiters == 1000, "the admission walk in scripts.hpp counts to 1000");
 static_assert(reinstates_slots<redis_backend>);
 

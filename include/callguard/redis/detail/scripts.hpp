@@ -15,6 +15,9 @@
 //   {prefix}:waiting:deadlines sorted set, member = call id, score = when the waiter is dropped
 //                             unless it polls again (ms, server time)
 //   {prefix}:waiting:info     hash, call id -> "joined_ms|tenant_cap|tenant"
+// Claims (claim.hpp), one string per claimed key, gone at its expiry (Redis's own, on the
+// server's clock):
+//   {prefix}:claim:<key>      "1", PX = the claim's TTL
 // Call ids are plain data here: never used as patterns, never concatenated into keys.
 
 #include <cstddef>
@@ -341,6 +344,17 @@ local since = record(redis.call('HGET', waiters, head[1]))
 return {n, now - since}
 )lua";
 
+// --- claims ----------------------------------------------------------------------------------
+
+/// KEYS: {prefix}:claim:<key>. ARGV: ttl ms. Takes the key unless it is held; returns
+/// {claimed (0/1), ms until the key is free again}. SET PX expires on the server's clock.
+inline constexpr std::string_view claim = R"lua(
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {1, tonumber(ARGV[1])} end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then left = 0 end
+return {0, left}
+)lua";
+
 #undef CALLGUARD_LUA_LINE_BASE
 #undef CALLGUARD_LUA_LINE_WALK
 #undef CALLGUARD_LUA_LINE
@@ -357,8 +371,9 @@ namespace callguard::detail {
 enum class script_id : std::size_t {
     acquire, release, refresh, count, cleanup_expired, reinstate,
     wait_turn, leave_line, line_status, // the waiting room
+    claim, // the last: script_count follows it
 };
-inline constexpr std::size_t script_count = 9;
+inline constexpr std::size_t script_count = static_cast<std::size_t>(script_id::claim) + 1;
 
 constexpr std::string_view script_source(script_id s) noexcept {
     switch (s) {
@@ -371,6 +386,7 @@ constexpr std::string_view script_source(script_id s) noexcept {
     case script_id::wait_turn: return lua::wait_turn;
     case script_id::leave_line: return lua::leave_line;
     case script_id::line_status: return lua::line_status;
+    case script_id::claim: return lua::claim;
     }
     return {};
 }
