@@ -74,15 +74,21 @@ struct redis_maker {
     /// Fills the set with `n` live slots in one server-side loop (acquiring a million slots one
     /// round trip at a time would take most of a minute).
     static void prefill(std::string_view run, std::int64_t n) {
-        auto o = callguard::redis_options::from_env();
-        o.command_timeout = std::chrono::seconds(120); // one script adds them all
-        callguard::detail::redis_connection c(o);
+        const auto o = callguard::redis_options::from_env();
+        const timeval long_wait{120, 0}; // one script adds them all
+        redisContext* c = o.unix_socket.empty() ? redisConnectWithTimeout(o.host.c_str(), o.port, long_wait)
+                                                : redisConnectUnixWithTimeout(o.unix_socket.c_str(), long_wait);
+        if (!c || c->err) throw std::runtime_error("prefill: cannot connect to Redis");
+        redisSetTimeout(c, long_wait);
         const auto key = fmt::format("{{bench-{}}}:active", run);
-        c.command({"EVAL",
-                   "local t = redis.call('TIME'); local exp = tonumber(t[1]) * 1000 + 7200000;"
-                   "for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], exp, 'held-' .. i) end;"
-                   "redis.call('PEXPIRE', KEYS[1], 7200000); return 1",
-                   "1", key, std::to_string(n)});
+        const auto count = std::to_string(n);
+        const char* argv[] = {"EVAL",
+                              "local t = redis.call('TIME'); local exp = tonumber(t[1]) * 1000 + 7200000;"
+                              "for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], exp, 'held-' .. i) end;"
+                              "redis.call('PEXPIRE', KEYS[1], 7200000); return 1",
+                              "1", key.c_str(), count.c_str()};
+        if (auto* r = redisCommandArgv(c, 5, argv, nullptr)) freeReplyObject(r);
+        redisFree(c);
     }
 };
 #endif

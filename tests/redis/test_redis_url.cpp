@@ -65,7 +65,8 @@ TEST_CASE("redis URLs: each malformed part is named, and passwords never shown")
              bad{"", "expected redis://"},
              bad{"127.0.0.1:6379", "expected redis://"},
              bad{"http://h:6379", "unknown scheme"},
-             bad{"rediss://h:6380", "TLS"},
+             bad{"rediss://h:0", "port must be 1-65535"},
+             bad{"rediss+unix:///s.sock", "unknown scheme"},
              bad{"redis://", "host is empty"},
              bad{"redis://:6379", "host is empty"},
              bad{"redis://h:", "port is empty"},
@@ -167,6 +168,23 @@ TEST_CASE("constructing a backend validates but never connects") {
     CHECK(b.healthy());
     CHECK_THROWS_AS(callguard::redis_backend("redis://h:1", "{bad}"), callguard::config_error);
     CHECK_THROWS_AS(callguard::redis_backend("nope://h"), callguard::config_error);
+}
+
+TEST_CASE("redis URLs: rediss turns TLS on, for every topology") {
+    auto a = redis_options::from_url("rediss://:pw@cache.example.com:6380/1");
+    CHECK(a.tls.enabled);
+    CHECK(a.tls.verify);
+    CHECK(a.host == "cache.example.com");
+    CHECK(a.port == 6380);
+    CHECK(a.db == 1);
+    CHECK_FALSE(redis_options::from_url("redis://h").tls.enabled);
+    auto s = redis_options::from_url("rediss+sentinel://h1:26379,h2/m");
+    CHECK(s.tls.enabled);
+    CHECK(s.topology == callguard::redis_topology::sentinel);
+    auto c = redis_options::from_url("REDISS+CLUSTER://n1:7000");
+    CHECK(c.tls.enabled);
+    CHECK(c.topology == callguard::redis_topology::cluster);
+    CHECK_NOTHROW(a.validate());
 }
 
 TEST_CASE("redis URLs: Sentinel and Cluster forms") {

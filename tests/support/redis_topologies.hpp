@@ -6,6 +6,7 @@
 
 #include "probes.hpp"
 #include "redis_server.hpp"
+#include "tls_certs.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -33,19 +34,35 @@ inline int key_slot(std::string_view key) {
     return crc % 16384;
 }
 
+/// The redis-server arguments of a TLS port presenting the test server certificate, with
+/// replication (and the cluster bus, for cluster nodes) over TLS too.
+inline std::vector<std::string> tls_server_args(const tls_certs& certs, std::uint16_t tls_port, bool cluster = false) {
+    std::vector<std::string> a{"--tls-port",         std::to_string(tls_port), "--tls-cert-file", certs.pem("server"),
+                               "--tls-key-file",     certs.key("server"),       "--tls-ca-cert-file", certs.pem("ca"),
+                               "--tls-auth-clients", "no",                      "--tls-replication", "yes"};
+    if (cluster) a.insert(a.end(), {"--tls-cluster", "yes"});
+    return a;
+}
+
 /// A master, its replica and three sentinels (quorum 2) watching them as `callguard`.
-/// Data nodes require `data_password`, sentinels `sentinel_password`.
+/// Data nodes require `data_password`, sentinels `sentinel_password`. With `tls`, every node
+/// and sentinel also listens with TLS (their plain ports stay for the tests' own commands), and
+/// replication and the sentinels' own connections use TLS.
 class sentinel_group {
 public:
     static constexpr const char* master_name = "callguard";
     static constexpr const char* data_password = "data-pass";
     static constexpr const char* sentinel_password = "sentinel-pass";
 
-    sentinel_group() {
+    explicit sentinel_group(const tls_certs* tls = nullptr) : tls_(tls) {
         const std::vector<std::string> auth{"--requirepass", data_password, "--masterauth", data_password};
-        nodes_.push_back(std::make_unique<redis_server>(auth, std::vector<std::string>{}, data_password));
+        for (int i = 0; i < 2; ++i) tls_ports_.push_back(tls ? free_port() : 0);
+        auto master_args = auth;
+        if (tls) append(master_args, tls_server_args(*tls, static_cast<std::uint16_t>(tls_ports_[0])));
+        nodes_.push_back(std::make_unique<redis_server>(master_args, std::vector<std::string>{}, data_password));
         auto replica_args = auth;
-        replica_args.insert(replica_args.end(), {"--replicaof", "127.0.0.1", std::to_string(nodes_[0]->port())});
+        if (tls) append(replica_args, tls_server_args(*tls, static_cast<std::uint16_t>(tls_ports_[1])));
+        replica_args.insert(replica_args.end(), {"--replicaof", "127.0.0.1", std::to_string(client_port(0))});
         nodes_.push_back(std::make_unique<redis_server>(replica_args, std::vector<std::string>{}, data_password));
         for (int i = 0; i < 3; ++i) {
             // Sentinels rewrite their config file, so each gets its own, in its own folder.
@@ -53,13 +70,20 @@ public:
             if (!::mkdtemp(tmpl)) throw std::runtime_error("sentinel_group: mkdtemp failed");
             conf_dirs_.emplace_back(tmpl);
             const auto conf = conf_dirs_.back() + "/sentinel.conf";
-            std::ofstream(conf) << "sentinel monitor " << master_name << " 127.0.0.1 " << nodes_[0]->port() << " 2\n"
+            std::ofstream out(conf);
+            out << "sentinel monitor " << master_name << " 127.0.0.1 " << client_port(0) << " 2\n"
                                 << "sentinel down-after-milliseconds " << master_name << " 1000\n"
                                 << "sentinel failover-timeout " << master_name << " 4000\n"
                                 << "sentinel parallel-syncs " << master_name << " 1\n"
                                 << "sentinel auth-pass " << master_name << " " << data_password << "\n"
                                 << "requirepass " << sentinel_password << "\n"
                                 << "sentinel sentinel-pass " << sentinel_password << "\n";
+            sentinel_tls_ports_.push_back(tls ? free_port() : 0);
+            if (tls)
+                out << "tls-port " << sentinel_tls_ports_.back() << "\ntls-cert-file " << tls->pem("server")
+                    << "\ntls-key-file " << tls->key("server") << "\ntls-ca-cert-file " << tls->pem("ca")
+                    << "\ntls-auth-clients no\ntls-replication yes\n";
+            out.close();
             sentinels_.push_back(std::make_unique<redis_server>(std::vector<std::string>{},
                                                                 std::vector<std::string>{conf, "--sentinel"},
                                                                 sentinel_password));
@@ -75,9 +99,10 @@ public:
     }
 
     std::string url(std::string_view sentinel_pass = sentinel_password) const {
-        std::string u = "redis+sentinel://:" + std::string(data_password) + "@";
+        std::string u = std::string(tls_ ? "rediss" : "redis") + "+sentinel://:" + std::string(data_password) + "@";
         for (std::size_t i = 0; i < sentinels_.size(); ++i)
-            u += (i ? ",127.0.0.1:" : "127.0.0.1:") + std::to_string(sentinels_[i]->port());
+            u += (i ? ",127.0.0.1:" : "127.0.0.1:") +
+                 std::to_string(tls_ ? sentinel_tls_ports_[i] : sentinels_[i]->port());
         return u + "/" + master_name + "?sentinel_password=" + std::string(sentinel_pass);
     }
 
@@ -98,8 +123,13 @@ public:
     }
 
     /// The node serving as master now, and the other one.
-    redis_server& master() { return node(nodes_[0]->port() == master_port() ? 0 : 1); }
-    redis_server& replica() { return node(nodes_[0]->port() == master_port() ? 1 : 0); }
+    redis_server& master() { return node(client_port(0) == master_port() ? 0 : 1); }
+    redis_server& replica() { return node(client_port(0) == master_port() ? 1 : 0); }
+
+    /// The port clients (and the sentinels) use for node `i`: its TLS port with TLS.
+    int client_port(int i) const {
+        return tls_ ? tls_ports_[static_cast<std::size_t>(i)] : nodes_[static_cast<std::size_t>(i)]->port();
+    }
 
     /// Waits until the replica is linked and every sentinel knows it (and its peers).
     bool ready(std::chrono::milliseconds limit = std::chrono::seconds(20)) {
@@ -125,19 +155,32 @@ public:
     }
 
 private:
+    static void append(std::vector<std::string>& to, const std::vector<std::string>& more) {
+        to.insert(to.end(), more.begin(), more.end());
+    }
+
+    const tls_certs* tls_;
+    std::vector<int> tls_ports_, sentinel_tls_ports_;
     std::vector<std::unique_ptr<redis_server>> nodes_, sentinels_;
     std::vector<std::string> conf_dirs_;
 };
 
-/// Three masters (no replicas) made into a cluster with `redis-cli --cluster create`.
+/// Three masters (no replicas) made into a cluster with `redis-cli --cluster create`. With
+/// `tls`, every node also listens with TLS and the cluster bus uses TLS; clients on a TLS
+/// connection are then redirected (MOVED, ASK) to TLS ports.
 class cluster_group {
 public:
-    cluster_group() {
+    explicit cluster_group(const tls_certs* tls = nullptr) : tls_(tls) {
         for (int i = 0; i < 3; ++i) {
             // The bus port defaults to port + 10000, which a free port may not leave room for.
-            const std::vector<std::string> args{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                                "--cluster-node-timeout", "3000",
-                                                "--cluster-port", std::to_string(free_port())};
+            std::vector<std::string> args{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                          "--cluster-node-timeout", "3000",
+                                          "--cluster-port", std::to_string(free_port())};
+            tls_ports_.push_back(tls ? free_port() : 0);
+            if (tls) {
+                auto more = tls_server_args(*tls, static_cast<std::uint16_t>(tls_ports_.back()), true);
+                args.insert(args.end(), more.begin(), more.end());
+            }
             nodes_.push_back(std::make_unique<redis_server>(args));
         }
         std::string cmd = "redis-cli --cluster create";
@@ -150,10 +193,17 @@ public:
     }
 
     std::string url() const {
-        std::string u = "redis+cluster://";
+        std::string u = tls_ ? "rediss+cluster://" : "redis+cluster://";
         for (std::size_t i = 0; i < nodes_.size(); ++i)
-            u += (i ? ",127.0.0.1:" : "127.0.0.1:") + std::to_string(nodes_[i]->port());
+            u += (i ? ",127.0.0.1:" : "127.0.0.1:") + std::to_string(tls_ ? tls_ports_[i] : nodes_[i]->port());
         return u;
+    }
+
+    /// A URL naming only node `i` as the seed (the limiter must follow MOVED from there).
+    std::string url_of(int i) const {
+        const auto n = static_cast<std::size_t>(i);
+        return std::string(tls_ ? "rediss+cluster://127.0.0.1:" : "redis+cluster://127.0.0.1:") +
+               std::to_string(tls_ ? tls_ports_[n] : nodes_[n]->port());
     }
 
     redis_server& node(int i) { return *nodes_[static_cast<std::size_t>(i)]; }
@@ -222,6 +272,8 @@ private:
         }
     }
 
+    const tls_certs* tls_;
+    std::vector<int> tls_ports_;
     std::vector<std::unique_ptr<redis_server>> nodes_;
 };
 

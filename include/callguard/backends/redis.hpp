@@ -10,9 +10,11 @@
 #include "../detail/replay_queue.hpp"
 #include "../redis/errors.hpp"
 #include "../redis/options.hpp"
+#include "../redis/detail/connection_checks.hpp"
 #include "../redis/detail/dataset_marker.hpp"
 #include "../redis/detail/eviction_check.hpp"
 #include "../redis/detail/script_runner.hpp"
+#include "../redis/detail/tls_context.hpp"
 
 #include <fmt/core.h>
 
@@ -190,10 +192,18 @@ private:
                              "empty replica): slots held before are lost until their calls refresh "
                              "or end");
                      }),
-              runner(options, [this](detail::redis_connection& c) {
-                  eviction.run_once(c, options.on_warning);
-                  marker.check(c);
-              }) {}
+              runner(options,
+                     std::make_shared<detail::data_connection_check>(options, marker, eviction),
+                     tls_of(options)) {
+            if (options.tls.enabled && !options.tls.verify)
+                options.on_warning("TLS certificate verification is off (tls.verify=0, CALLS_REDIS_TLS_VERIFY=0): "
+                                   "the connection is encrypted but the server is not authenticated");
+        }
+
+        static detail::tls_setup tls_of(const redis_options& o) {
+            if (!o.tls.enabled) return {};
+            return {detail::make_tls_context(o.tls), o.tls.server_name, o.tls.verify};
+        }
 
         static redis_options validated(redis_options o) {
             o.validate();

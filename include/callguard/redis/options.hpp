@@ -44,6 +44,21 @@ struct redis_endpoint {
     friend bool operator==(const redis_endpoint&, const redis_endpoint&) = default;
 };
 
+/// TLS to Redis (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`): managed services such as
+/// Upstash, Azure Cache for Redis, ElastiCache serverless and Heroku Redis accept nothing else.
+struct redis_tls_options {
+    bool enabled = false;    ///< set by the `rediss` schemes
+    std::string ca_file;     ///< PEM bundle to trust instead of the system store
+    std::string cert_file;   ///< client certificate (PEM), for servers with `tls-auth-clients yes`
+    std::string key_file;    ///< its private key (PEM); needed with `cert_file`
+    /// Name to verify in the server's certificate and to send as SNI; empty: the host connected
+    /// to (an IP address is then checked against the certificate's IP addresses, and no SNI goes).
+    std::string server_name;
+    /// false skips certificate verification (self-signed providers): the connection is encrypted
+    /// but the server is not authenticated. The backend warns at construction.
+    bool verify = true;
+};
+
 struct redis_options {
     redis_topology topology = redis_topology::standalone;
     /// Sentinel: the sentinels; cluster: nodes to start from (any of them will do).
@@ -71,8 +86,9 @@ struct redis_options {
     /// Receives operational warnings (an eviction policy that can drop our keys, a dropped
     /// queued release). Default: one line on stderr.
     std::function<void(std::string_view)> on_warning;
+    redis_tls_options tls; ///< off unless the URL's scheme is `rediss...` or `enabled` is set
 
-    /// Percent-decoded URLs, one per topology:
+    /// Percent-decoded URLs, one per topology (`rediss` instead of `redis` turns TLS on):
     ///   `redis://[user:pass@]host[:port][/db]`, `unix:///path.sock[?db=N]`
     ///   `redis+sentinel://[user:pass@]host:port[,host:port...]/master_name[/db][?sentinel_password=P]`
     ///   `redis+cluster://[user:pass@]host:port[,host:port...]`
@@ -82,7 +98,10 @@ struct redis_options {
     static redis_options from_url(std::string_view url);
 
     /// REDIS_URL (required), CALLS_REDIS_KEY_PREFIX, CALLS_REDIS_TIMEOUT_MS (connect and command),
-    /// CALLS_REDIS_CONNECTION_MODE (`multiplexed` or `pooled`). Errors name the variable.
+    /// CALLS_REDIS_CONNECTION_MODE (`multiplexed` or `pooled`), and for TLS
+    /// CALLS_REDIS_TLS_CA_FILE, CALLS_REDIS_TLS_CERT_FILE, CALLS_REDIS_TLS_KEY_FILE,
+    /// CALLS_REDIS_TLS_SERVER_NAME, CALLS_REDIS_TLS_VERIFY (`1` default). Errors name the
+    /// variable; unreadable or malformed certificate files are found here already.
     static redis_options from_env(const env_lookup& lookup);
     static redis_options from_env() { return from_env(process_env()); }
 
@@ -97,6 +116,7 @@ inline std::string masked_url(std::string_view url) {
 
 } // namespace callguard
 
+#include "detail/tls_context.hpp"
 #include "detail/url_parser.hpp"
 
 namespace callguard {
@@ -141,6 +161,14 @@ inline void redis_options::validate() const {
         fail("pool_size", std::to_string(pool_size), "expected 1 to 1024 connections");
     if (probe_interval.count() < 1)
         fail("probe_interval", std::to_string(probe_interval.count()), "must be positive");
+    if (tls.cert_file.empty() != tls.key_file.empty())
+        fail(tls.cert_file.empty() ? "tls.cert_file" : "tls.key_file", "",
+             "a client certificate needs both cert_file and key_file");
+    if (!tls.server_name.empty() &&
+        detail::find_not_name_char(tls.server_name, ".-_:*") != std::string_view::npos)
+        fail("tls.server_name", tls.server_name, "expected a host name or an address");
+    if (!tls.enabled && (!tls.ca_file.empty() || !tls.cert_file.empty() || !tls.server_name.empty()))
+        fail("tls.enabled", "false", "TLS settings are given but TLS is off (use a rediss:// URL)");
 }
 
 inline redis_options redis_options::from_env(const env_lookup& lookup) {
@@ -171,6 +199,23 @@ inline redis_options redis_options::from_env(const env_lookup& lookup) {
     if (auto t = env.get("CALLS_REDIS_TIMEOUT_MS")) {
         auto ms = std::chrono::milliseconds(parse_positive("CALLS_REDIS_TIMEOUT_MS", *t, 60'000));
         o.connect_timeout = o.command_timeout = ms;
+    }
+    if (auto v = env.text("CALLS_REDIS_TLS_CA_FILE")) o.tls.ca_file = *v;
+    if (auto v = env.text("CALLS_REDIS_TLS_CERT_FILE")) o.tls.cert_file = *v;
+    if (auto v = env.text("CALLS_REDIS_TLS_KEY_FILE")) o.tls.key_file = *v;
+    if (auto v = env.text("CALLS_REDIS_TLS_SERVER_NAME")) o.tls.server_name = *v;
+    if (auto v = env.get("CALLS_REDIS_TLS_VERIFY")) o.tls.verify = parse_flag("CALLS_REDIS_TLS_VERIFY", *v);
+    static constexpr std::pair<std::string_view, const char*> variables[] = {
+        {"tls.ca_file", "CALLS_REDIS_TLS_CA_FILE"},         {"tls.cert_file", "CALLS_REDIS_TLS_CERT_FILE"},
+        {"tls.key_file", "CALLS_REDIS_TLS_KEY_FILE"},       {"tls.server_name", "CALLS_REDIS_TLS_SERVER_NAME"},
+        {"tls.enabled", "REDIS_URL"},                       {"key_prefix", "CALLS_REDIS_KEY_PREFIX"}};
+    try {
+        o.validate();
+        if (o.tls.enabled) detail::make_tls_context(o.tls); // unreadable files are named now
+    } catch (const config_error& e) {
+        for (auto [field, variable] : variables)
+            if (e.variable() == field) throw e.renamed(variable);
+        throw;
     }
     return o;
 }

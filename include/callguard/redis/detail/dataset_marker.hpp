@@ -4,9 +4,9 @@
 // FLUSHALL, a failover to an empty replica). The dataset carries a marker key written by
 // whichever client finds it missing first; a new connection that finds a marker other than the
 // one this backend saw before means the keys were lost in between. Checked once per new
-// connection: a restart always breaks the old ones.
+// connection (a restart always breaks the old ones), in the connection's first round trip.
 
-#include "connection.hpp"
+#include "resp.hpp"
 
 #include <fmt/format.h>
 
@@ -27,13 +27,18 @@ public:
     dataset_marker(std::string key, std::function<void()> on_reset)
         : key_(std::move(key)), on_reset_(std::move(on_reset)) {}
 
-    /// Sets the marker if missing and compares it with the one seen before. An error reply
-    /// (OOM, READONLY, an ACL) skips the check: the scripts will say more.
-    void check(redis_connection& c) {
-        c.command({"SET", key_, new_token(), "NX"});
-        auto got = c.command({"GET", key_});
+    /// The two commands of the check: set the marker if missing, then read it.
+    static constexpr std::size_t command_count = 2;
+    void append_commands(std::string& resp) const {
+        append_resp(resp, {"SET", key_, new_token(), "NX"});
+        append_resp(resp, {"GET", key_});
+    }
+
+    /// The GET's reply. Anything but a string (an error: OOM, READONLY, an ACL) skips the
+    /// check: the scripts will say more.
+    void check(const redisReply* got) {
         if (!got || got->type != REDIS_REPLY_STRING) return;
-        auto marker = reply_text(got.get());
+        auto marker = reply_text(got);
         bool lost = false;
         {
             std::lock_guard lk(mu_);

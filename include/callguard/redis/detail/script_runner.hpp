@@ -1,206 +1,259 @@
 #pragma once
 
-// Runs one script call wherever the topology puts it, over the configured connection mode:
-// EVALSHA with the script loaded on NOSCRIPT, and a cluster's redirections followed. The reply
-// may be an error reply only for errors that belong to the caller; everything else throws a
-// `redis_error`.
+// Runs script calls over the configured connection mode, in one of two ways:
+// - on an application's executor (`redis_backend{executor, ...}`): `multiplexed_connections`
+//   channels on that executor, many calls in flight on each; asynchronous calls complete on it,
+//   and blocking calls from other threads wait for them;
+// - for blocking callers alone (no executor given): each channel has an io_context of its own
+//   that its waiting callers drive (blocking_driver). Multiplexed: a few channels shared by every
+//   caller thread (each thread keeps to one), so concurrent callers' commands travel pipelined
+//   on one socket. Pooled: a channel per concurrent caller, up to `pool_size`, driven by the
+//   caller that holds it; a caller waits (bounded) for a free one.
 
 #include "../errors.hpp"
 #include "../options.hpp"
-#include "connection.hpp"
-#include "multiplexer.hpp"
-#include "pool.hpp"
+#include "channel.hpp"
+#include "driver.hpp"
+#include "failure.hpp"
 #include "router.hpp"
 #include "script_cache.hpp"
+#include "script_call.hpp"
 #include "scripts.hpp"
 
-#include <array>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
-#include <optional>
-#include <span>
+#include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 namespace callguard::detail {
 
+/// A small number fixed per thread, to spread threads over several channels without a shared
+/// counter.
+inline std::size_t thread_slot() noexcept {
+    static std::atomic<std::size_t> next{0};
+    thread_local const std::size_t slot = next.fetch_add(1, std::memory_order_relaxed);
+    return slot;
+}
+
+/// True while the calling thread runs the executor a backend was given (a blocking call there
+/// would wait for itself); empty when the executor cannot tell.
+using running_here_fn = std::function<bool()>;
+
 class script_runner {
 public:
-    /// Runs on each new connection before its first script (dataset marker, eviction advice).
-    using connection_hook = std::function<void(redis_connection&)>;
-
-    /// `o` must outlive the runner.
-    script_runner(const redis_options& o, connection_hook on_connect)
-        : router_(o), pool_(o), on_connect_(std::move(on_connect)) {
-        pool_.set_opener([this] { return router_.open(); });
-        if (o.connection_mode == redis_connection_mode::multiplexed)
-            for (std::size_t i = 0; i < o.multiplexed_connections; ++i)
-                muxes_.push_back(std::make_unique<multiplexed_connection>([this] {
-                    auto c = router_.open();
-                    if (on_connect_) on_connect_(*c);
-                    return c;
-                }));
+    /// For blocking callers alone. `o` must outlive the runner; `check` runs on every new data
+    /// connection.
+    script_runner(const redis_options& o, std::shared_ptr<connection_check> check, tls_setup tls)
+        : o_(o), router_(o), ctx_{router_, scripts_, std::move(tls), [this] { reconnect_all(); }},
+          check_(std::move(check)) {
+        const bool pooled = o.connection_mode == redis_connection_mode::pooled;
+        const std::size_t n = pooled ? o.pool_size : o.multiplexed_connections;
+        for (std::size_t i = 0; i < n; ++i) {
+            auto l = std::make_unique<lane>();
+            l->driver = std::make_unique<blocking_driver>();
+            l->ch = make_channel(l->driver->context().get_executor());
+            lanes_.push_back(std::move(l));
+        }
+        if (pooled)
+            for (auto& l : lanes_) idle_.push_back(l.get());
     }
 
-    /// One script call. A cluster's MOVED re-points the router and reconnects, ASK sends this
-    /// one call to the named node, TRYAGAIN / CLUSTERDOWN (a slot in migration, a failover in
-    /// the cluster) wait a little: all bounded by `max_hops`. A READONLY node (a master demoted
-    /// by a failover) fails the call as an I/O error, so the breaker and the fail mode apply
-    /// until a new connection finds the new master. With Sentinel, the sentinels are also asked
-    /// once per probe interval whether the master moved, so a master demoted while still
-    /// writable is left within that interval.
+    /// On `ex`: `multiplexed_connections` channels whatever the connection mode (a pool buys
+    /// nothing when nobody blocks).
+    script_runner(asio::any_io_executor ex, running_here_fn running_here, const redis_options& o,
+                  std::shared_ptr<connection_check> check, tls_setup tls)
+        : o_(o), router_(o), ctx_{router_, scripts_, std::move(tls), [this] { reconnect_all(); }},
+          check_(std::move(check)), running_here_(std::move(running_here)), on_executor_(true) {
+        for (std::size_t i = 0; i < o.multiplexed_connections; ++i) {
+            auto l = std::make_unique<lane>();
+            l->ch = make_channel(ex);
+            lanes_.push_back(std::move(l));
+        }
+    }
+
+    script_runner(const script_runner&) = delete;
+    script_runner& operator=(const script_runner&) = delete;
+
+    ~script_runner() {
+        for (auto& l : lanes_) {
+            if (on_executor_)
+                l->ch->close(); // on its strand; nothing is in flight (calls keep the backend alive)
+            else
+                l->ch->close_now(); // no caller can be driving any more
+        }
+    }
+
+    /// Whether the runner works on an application's executor (then `async_run` is real).
+    bool on_executor() const noexcept { return on_executor_; }
+
+    /// One script call; blocks until it is answered or fails. The reply is never an error
+    /// reply; throws `redis_error`.
     reply_ptr run(script_id s, std::initializer_list<std::string_view> keys,
                   std::initializer_list<std::string_view> args) {
-        static constexpr int max_hops = 5;
-        if (router_.master_moved()) reconnect_all(); // Sentinel moved the master: follow now
-        std::optional<redis_endpoint> ask;
-        for (int hop = 0;; ++hop) {
-            auto r = ask ? send_asking(*ask, s, keys, args)
-                         : muxes_.empty() ? send_pooled(s, keys, args) : send_multiplexed(s, keys, args);
-            ask.reset();
-            if (!reply_is_error(r.get())) return r;
-            const auto text = reply_text(r.get());
-            const bool more = hop < max_hops;
-            if (more && reply_error_is(r.get(), "MOVED")) {
-                if (auto to = redirect_target(text)) {
-                    router_.moved(std::move(*to));
-                    reconnect_all();
-                    continue;
-                }
-            }
-            if (more && reply_error_is(r.get(), "ASK")) {
-                if ((ask = redirect_target(text))) continue;
-            }
-            if (more && (reply_error_is(r.get(), "TRYAGAIN") || reply_error_is(r.get(), "CLUSTERDOWN"))) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(10 * (hop + 1)));
-                continue;
-            }
-            if (reply_error_is(r.get(), "READONLY")) {
-                router_.forget();
-                reconnect_all();
-                throw redis_io_error(router_.last_target() + " no longer takes writes (" + text +
-                                     "): reconnecting to the current master");
-            }
-            throw redis_reply_error("Redis refused the script: " + text);
+        if (on_executor_) return run_waiting(s, keys, args);
+        if (o_.connection_mode == redis_connection_mode::pooled) {
+            auto held = lease();
+            return run_on(*held.l, s, keys, args);
+        }
+        auto& l = *lanes_[lanes_.size() == 1 ? 0 : thread_slot() % lanes_.size()];
+        return run_on(l, s, keys, args);
+    }
+
+    /// On an executor: starts a call and returns at once; `done(reply_ptr, const failure&)` runs
+    /// exactly once, later, on a strand of that executor. The reply is never an error reply.
+    template <class Done>
+    void async_run(script_id s, std::initializer_list<std::string_view> keys,
+                   std::initializer_list<std::string_view> args, Done done) {
+        auto& l = *lanes_[lanes_.size() == 1 ? 0 : next_lane_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
+        start_script_call(ctx_, l.ch, s, keys, args, std::move(done));
+    }
+
+    /// Every connection made before this point is re-made before its next command.
+    void reconnect_all() {
+        std::lock_guard lk(pool_mu_);
+        for (auto& l : lanes_) {
+            if (is_idle_pooled(*l))
+                l->ch->invalidate_now(); // nobody drives it now: done at once
+            else
+                l->ch->invalidate();
         }
     }
 
-    /// Every connection made before this point is re-made at its next use.
-    void reconnect_all() noexcept {
-        pool_.drop_idle();
-        for (auto& m : muxes_) m->invalidate();
+    /// After an I/O failure: idle pooled connections are likely dead too (a restarted server);
+    /// close them rather than find out one timeout at a time.
+    void drop_idle() {
+        std::lock_guard lk(pool_mu_);
+        for (auto* l : idle_) l->ch->invalidate_now();
     }
 
-    /// Idle pooled connections are closed (after an I/O failure they are likely dead too).
-    void drop_idle() noexcept { pool_.drop_idle(); }
-
-    /// Multiplexed mode: round trips made so far; 0 in pooled mode.
+    /// Writes made so far, each carrying every command queued at that moment (the handshake's
+    /// included); fewer than the commands when callers' commands travel together.
     std::uint64_t round_trips() const noexcept {
         std::uint64_t n = 0;
-        for (const auto& m : muxes_) n += m->rounds();
+        for (const auto& l : lanes_) n += l->ch->writes();
         return n;
     }
 
-    /// Connections open right now (pooled: idle + in use; multiplexed: the shared sockets).
+    /// Connections open right now.
     std::size_t open_connections() const {
-        std::size_t n = pool_.open_connections();
-        for (const auto& m : muxes_) n += m->connected() ? 1 : 0;
+        std::size_t n = 0;
+        for (const auto& l : lanes_) n += l->ch->connected() ? 1 : 0;
         return n;
     }
+
+    router& route() noexcept { return router_; }
 
 private:
-    using command_view = std::span<const std::string_view>;
+    /// A channel, and (for blocking callers alone) the io_context its callers drive.
+    struct lane {
+        std::unique_ptr<blocking_driver> driver;
+        std::shared_ptr<channel> ch;
+    };
 
-    /// EVALSHA through `send` (a connection's or the multiplexer's), loading the script on
-    /// NOSCRIPT (a restarted or failed-over server, SCRIPT FLUSH) and sending it once more.
-    template <class Send>
-    reply_ptr evalsha(Send&& send, script_id s, std::initializer_list<std::string_view> keys,
-                      std::initializer_list<std::string_view> args) {
-        auto load_here = [&] {
-            const std::array<std::string_view, 3> load{"SCRIPT", "LOAD", script_source(s)};
-            auto r = send(command_view(load));
-            if (reply_is_error(r.get()) || r->type != REDIS_REPLY_STRING)
-                throw redis_reply_error("SCRIPT LOAD failed: " + reply_text(r.get()));
-            return scripts_.remember(s, reply_text(r.get()));
-        };
-        std::string loaded;
-        std::string_view sha = scripts_.sha(s);
-        if (sha.empty()) sha = loaded = load_here();
-        const auto nkeys = std::to_string(keys.size());
-        std::array<std::string_view, 3 + 2 + 6> argv; // the most any script takes: acquire
-        std::size_t n = 0;
-        argv[n++] = "EVALSHA";
-        argv[n++] = sha;
-        argv[n++] = nkeys;
-        for (auto k : keys) argv[n++] = k;
-        for (auto a : args) argv[n++] = a;
-        const command_view cmd(argv.data(), n);
-        auto r = send(cmd);
-        if (reply_error_is(r.get(), "NOSCRIPT")) {
-            loaded = load_here();
-            argv[1] = loaded;
-            r = send(cmd);
-        }
-        return r;
+    std::shared_ptr<channel> make_channel(asio::any_io_executor ex) {
+        auto s = router_.data_settings(ctx_.tls);
+        s.check = check_;
+        s.targets = [this, ex](auto give) { router_.async_targets(ex, ctx_.tls, std::move(give)); };
+        s.on_connected = [this](const redis_target& t) { router_.connected(t); };
+        return std::make_shared<channel>(std::move(ex), std::move(s));
     }
 
-    /// Pooled: a connection of our own for the call. One that turns out closed (CLIENT KILL,
-    /// the server's idle `timeout`, a restart) is replaced and the call sent once more on a new
-    /// connection: every script is idempotent per call id, so even one that did run is safe to
-    /// repeat. A timeout is never retried: the server may be stuck.
-    reply_ptr send_pooled(script_id s, std::initializer_list<std::string_view> keys,
+    reply_ptr run_on(lane& l, script_id s, std::initializer_list<std::string_view> keys,
+                     std::initializer_list<std::string_view> args) {
+        blocking_driver::waiter w;
+        reply_ptr out;
+        failure why;
+        start_script_call(ctx_, l.ch, s, keys, args, [&](reply_ptr r, const failure& f) {
+            out = std::move(r);
+            why = f;
+            l.driver->complete(w);
+        });
+        l.driver->wait(w);
+        if (why) why.raise();
+        return out;
+    }
+
+    /// On an executor that other threads run: start the call there and wait for it.
+    reply_ptr run_waiting(script_id s, std::initializer_list<std::string_view> keys,
                           std::initializer_list<std::string_view> args) {
-        auto on = [&](connection_pool::lease& c) {
-            if (!c.reused() && on_connect_) on_connect_(*c);
-            return evalsha([&](command_view cmd) { return c->command(cmd); }, s, keys, args);
-        };
+        if (running_here_ && running_here_())
+            throw redis_io_error("a blocking call on a thread that runs the Redis backend's executor would wait "
+                                 "for itself: use the async API (callguard/async.hpp) there");
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        reply_ptr out;
+        failure why;
+        async_run(s, keys, args, [&](reply_ptr r, const failure& f) {
+            std::lock_guard lk(mu);
+            out = std::move(r);
+            why = f;
+            done = true;
+            cv.notify_one();
+        });
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return done; });
+        if (why) why.raise();
+        return out;
+    }
+
+    // --- pooled mode ----------------------------------------------------------------------
+
+    struct leased {
+        script_runner* runner;
+        lane* l;
+        leased(script_runner* r, lane* x) : runner(r), l(x) {}
+        leased(const leased&) = delete;
+        ~leased() { runner->give_back(l); }
+    };
+
+    /// A free channel; throws `redis_pool_timeout` when none frees up in time.
+    leased lease() {
+        std::unique_lock lk(pool_mu_);
+        const auto wait = o_.connect_timeout + o_.command_timeout;
+        if (!pool_cv_.wait_for(lk, wait, [&] { return !idle_.empty(); }))
+            throw redis_pool_timeout("all " + std::to_string(o_.pool_size) + " Redis connections stayed busy for " +
+                                     std::to_string(wait.count()) + " ms");
+        // The most recently used first: it is the likeliest to be connected already.
+        lane* l = idle_.back();
+        idle_.pop_back();
+        return leased(this, l);
+    }
+
+    void give_back(lane* l) noexcept {
         {
-            auto c = pool_.get();
-            if (!c.reused()) return on(c);
-            try {
-                return on(c);
-            } catch (const redis_timeout_error&) {
-                throw;
-            } catch (const redis_io_error&) {
-            } // the broken connection goes back (and is destroyed) here
+            std::lock_guard lk(pool_mu_);
+            idle_.push_back(l);
         }
-        pool_.drop_idle(); // its siblings were likely closed too
-        auto fresh = pool_.get();
-        return on(fresh);
+        pool_cv_.notify_one();
     }
 
-    /// Multiplexed: the call joins the next round on a shared socket; the multiplexer does the
-    /// reconnect-and-send-once-more for a closed connection.
-    reply_ptr send_multiplexed(script_id s, std::initializer_list<std::string_view> keys,
-                               std::initializer_list<std::string_view> args) {
-        auto& m = *muxes_[muxes_.size() == 1 ? 0 : thread_slot() % muxes_.size()];
-        return evalsha([&](command_view cmd) { return m.call(cmd); }, s, keys, args);
+    bool is_idle_pooled(const lane& l) const {
+        for (auto* i : idle_)
+            if (i == &l) return true;
+        return false;
     }
 
-    /// A cluster's ASK: this one call goes to `at`, each EVALSHA preceded by ASKING.
-    reply_ptr send_asking(const redis_endpoint& at, script_id s,
-                          std::initializer_list<std::string_view> keys,
-                          std::initializer_list<std::string_view> args) {
-        auto c = router_.open_at(at);
-        return evalsha(
-            [&](command_view cmd) {
-                if (cmd.front() == "EVALSHA") c->command({"ASKING"});
-                return c->command(cmd);
-            },
-            s, keys, args);
-    }
-
+    const redis_options& o_;
     router router_;
-    connection_pool pool_;
-    connection_hook on_connect_;
     script_cache scripts_;
-    std::vector<std::unique_ptr<multiplexed_connection>> muxes_; // multiplexed mode only
+    script_context ctx_;
+    std::shared_ptr<connection_check> check_;
+    running_here_fn running_here_;
+    bool on_executor_ = false;
+    std::atomic<std::size_t> next_lane_{0};
+    std::vector<std::unique_ptr<lane>> lanes_;
+    std::mutex pool_mu_;
+    std::condition_variable pool_cv_;
+    std::vector<lane*> idle_; // pooled mode: lanes nobody holds
 };
 
 } // namespace callguard::detail

@@ -22,20 +22,23 @@ public:
         split_scheme();
         split_query();
         if (rest_.find('#') != std::string_view::npos) fail("fragments ('#') are not allowed");
-        if (iequals(scheme_, "rediss"))
-            fail("TLS (rediss://) is not supported: this build's hiredis has no TLS; use a TLS "
-                 "proxy (e.g. stunnel) on localhost and redis:// to it");
-        if (iequals(scheme_, "unix"))
+        // "rediss..." is "redis..." over TLS.
+        std::string scheme(scheme_);
+        if (scheme.size() >= 6 && iequals(std::string_view(scheme).substr(0, 6), "rediss")) {
+            o.tls.enabled = true;
+            scheme.erase(5, 1);
+        }
+        if (iequals(scheme, "unix") && !o.tls.enabled)
             parse_unix(o);
-        else if (iequals(scheme_, "redis"))
+        else if (iequals(scheme, "redis"))
             parse_server(o);
-        else if (iequals(scheme_, "redis+sentinel"))
+        else if (iequals(scheme, "redis+sentinel"))
             parse_sentinel(o);
-        else if (iequals(scheme_, "redis+cluster"))
+        else if (iequals(scheme, "redis+cluster"))
             parse_cluster(o);
         else
             fail("unknown scheme '" + printable(scheme_) +
-                 "' (expected redis://, unix://, redis+sentinel:// or redis+cluster://)");
+                 "' (expected redis://, rediss://, unix://, redis[s]+sentinel:// or redis[s]+cluster://)");
         apply_query(o);
         return o;
     }
