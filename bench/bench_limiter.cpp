@@ -346,10 +346,24 @@ int run(std::chrono::duration<double> time) {
 
 int main(int argc, char** argv) {
 #ifdef CALLGUARD_BENCH_REDIS
-    // bench/compare.sh loads our acquire script into redis-benchmark with this.
+    // bench/compare.sh loads our acquire script into redis-benchmark with this; any script by
+    // its name (acquire, release, ...) for measuring one alone.
     if (argc == 2 && std::string_view(argv[1]) == "--print-acquire-script") {
         fmt::print("{}", callguard::detail::lua::acquire);
         return 0;
+    }
+    if (argc == 3 && std::string_view(argv[1]) == "--print-script") {
+        static constexpr const char* names[] = {"acquire", "release", "refresh", "count",
+                                                "cleanup_expired", "wait_turn", "leave_line",
+                                                "line_status"};
+        static_assert(std::size(names) == callguard::detail::script_count);
+        for (std::size_t i = 0; i < std::size(names); ++i)
+            if (std::string_view(argv[2]) == names[i]) {
+                fmt::print("{}", callguard::detail::script_source(static_cast<callguard::detail::script_id>(i)));
+                return 0;
+            }
+        fmt::print(stderr, "--print-script: no script named {}\n", argv[2]);
+        return 2;
     }
     // bench/compare.sh --server-time: the server's time per operation, REDIS_URL's server.
     if (argc >= 2 && std::string_view(argv[1]) == "--server-time") {

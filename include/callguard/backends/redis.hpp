@@ -59,7 +59,7 @@ public:
             return st.runner.run(detail::script_id::acquire, {st.active_key, st.owners_key},
                                  {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base});
         });
-        auto [code, live] = pair_of(r.get());
+        auto [code, live] = packed_of(r.get());
         static constexpr std::array<slot_state, 5> states{
             slot_state::acquired, slot_state::already_held, slot_state::rejected,
             slot_state::rejected_tenant, slot_state::rejected_queue};
@@ -70,7 +70,7 @@ public:
     release_reply release(std::string_view call_id) {
         try {
             auto r = guarded([&] { return run_release(call_id); });
-            auto [freed, live] = pair_of(r.get());
+            auto [freed, live] = packed_of(r.get());
             return {freed == 1, live};
         } catch (const redis_error&) {
             keep_for_replay(call_id);
@@ -277,10 +277,11 @@ private:
         return r->integer;
     }
 
-    static std::pair<std::int64_t, std::int64_t> pair_of(const redisReply* r) {
-        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-            throw redis_reply_error("unexpected reply shape");
-        return {integer_of(r->element[0]), integer_of(r->element[1])};
+    /// A script's `10 * count + state` reply, as {state, count}.
+    static std::pair<std::int64_t, std::int64_t> packed_of(const redisReply* r) {
+        const auto v = integer_of(r);
+        if (v < 0) throw redis_reply_error("unexpected reply value");
+        return {v % 10, v / 10};
     }
 
     template <std::size_t N>
