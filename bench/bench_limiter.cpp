@@ -6,7 +6,13 @@
 // `bench_limiter --server-time` reports the server's own time per operation instead.
 #include <callguard/callguard.hpp>
 #ifdef CALLGUARD_BENCH_REDIS
+#include <callguard/async.hpp>
 #include <callguard/backends/redis.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #endif
 
 #include <benchmark/benchmark.h>
@@ -340,6 +346,50 @@ int run(std::chrono::duration<double> time) {
 }
 
 } // namespace server_time
+
+/// The async API: `callers` coroutines on one io_context thread (the benchmark's own), over a
+/// Redis backend on that io_context, each doing acquire+release pairs one after the other; one
+/// benchmark iteration is one pair. Registered as `acquire_release_async/redis/<callers>`.
+void acquire_release_async(benchmark::State& state) {
+    namespace asio = boost::asio;
+    const int callers = static_cast<int>(state.range(0));
+    asio::io_context ioc(1);
+    auto o = callguard::redis_options::from_env();
+    o.key_prefix = fmt::format("bench-async-{}", callers);
+    o.command_timeout = o.connect_timeout = std::chrono::milliseconds(2000);
+    callguard::capacity_limiter<callguard::redis_backend> l(callguard::redis_backend(ioc.get_executor(), o),
+                                                             bench_config(1'000'000), {callguard::null_sink(), {}});
+    latencies lat(1 << 20);
+    std::int64_t left = 0; // pairs still to do in this round, shared by the coroutines (one thread)
+    std::vector<std::vector<std::string>> ids;
+    for (int w = 0; w < callers; ++w) ids.push_back(call_ids(w));
+    auto worker = [&](int w) -> asio::awaitable<void> {
+        const auto& mine = ids[static_cast<std::size_t>(w)];
+        for (std::size_t i = 0; left > 0; ++i) {
+            --left;
+            const auto& id = mine[i & 4095];
+            const auto t0 = std::chrono::steady_clock::now();
+            benchmark::DoNotOptimize(co_await callguard::async_acquire(l, id, asio::use_awaitable));
+            lat.add(std::chrono::steady_clock::now() - t0);
+            benchmark::DoNotOptimize(co_await callguard::async_release(l, id, asio::use_awaitable));
+        }
+    };
+    // Warm: the connection and the scripts, outside the measurement.
+    left = callers;
+    for (int w = 0; w < callers; ++w) asio::co_spawn(ioc, worker(w), asio::detached);
+    ioc.run();
+    // Rounds of 64 pairs per caller: the coroutines stay busy together, with no barrier per pair.
+    constexpr std::int64_t per_caller = 64;
+    while (state.KeepRunningBatch(callers * per_caller)) {
+        left = callers * per_caller;
+        ioc.restart();
+        for (int w = 0; w < callers; ++w) asio::co_spawn(ioc, worker(w), asio::detached);
+        ioc.run();
+    }
+    lat.report(state, "acquire");
+    state.counters["pairs/s"] = benchmark::Counter(static_cast<double>(state.iterations()),
+                                                   benchmark::Counter::kIsRate);
+}
 #endif
 
 } // namespace
@@ -354,8 +404,8 @@ int main(int argc, char** argv) {
     }
     if (argc == 3 && std::string_view(argv[1]) == "--print-script") {
         static constexpr const char* names[] = {"acquire", "release", "refresh", "count",
-                                                "cleanup_expired", "wait_turn", "leave_line",
-                                                "line_status"};
+                                                "cleanup_expired", "reinstate", "wait_turn",
+                                                "leave_line", "line_status"};
         static_assert(std::size(names) == callguard::detail::script_count);
         for (std::size_t i = 0; i < std::size(names); ++i)
             if (std::string_view(argv[2]) == names[i]) {
@@ -381,6 +431,9 @@ int main(int argc, char** argv) {
         const std::int64_t held = max_held ? std::atoll(max_held) : 1'000'000;
         register_all<redis_maker<callguard::redis_connection_mode::multiplexed>>({1, 2, 16, 64}, held);
         register_all<redis_maker<callguard::redis_connection_mode::pooled>>({1, 2, 16, 64}, held);
+        auto* async = benchmark::RegisterBenchmark("acquire_release_async/redis", acquire_release_async);
+        async->UseRealTime();
+        for (int callers : {1, 16, 64}) async->Arg(callers);
     }
 #endif
     benchmark::Initialize(&argc, argv);

@@ -35,6 +35,9 @@ TEST_CASE("from_env: defaults depend on PRODUCTION") {
     CHECK(dev.log_level == callguard::log_level::warning);
     CHECK(dev.fail_mode == callguard::fail_mode::open);
     CHECK(dev.tenant_limits.empty());
+    CHECK(dev.max_remembered_calls == 100'000);
+    CHECK(dev.reinstate_per_second == 500);
+    CHECK(dev.reinstate_delay == std::chrono::milliseconds(2000));
     CHECK(callguard::limiter_config::from_env(env({{"PRODUCTION", "1"}})).max_active_calls == 15);
     CHECK(callguard::limiter_config::from_env(env({{"PRODUCTION", "true"}})).max_active_calls == 15);
     CHECK(callguard::limiter_config::from_env(env({{"PRODUCTION", "0"}})).max_active_calls == 50);
@@ -51,7 +54,13 @@ TEST_CASE("from_env: reads every variable") {
         {"CALLS_FAIL_MODE", "local"},
         {"CALLS_TENANT_LIMITS", "biz1=5, biz2 = 10"},
         {"CALLS_LOCAL_MAX_ACTIVE_CALLS", "4"},
+        {"CALLS_MAX_REMEMBERED_CALLS", "0"},
+        {"CALLS_REINSTATE_PER_SECOND", "50"},
+        {"CALLS_REINSTATE_DELAY_MS", "0"},
     }));
+    CHECK(c.reinstate_delay == std::chrono::milliseconds(0));
+    CHECK(c.max_remembered_calls == 0);
+    CHECK(c.reinstate_per_second == 50);
     CHECK(c.max_active_calls == 20);
     CHECK(c.behavior == callguard::over_capacity_behavior::whatsapp);
     CHECK(c.log_level == callguard::log_level::debug);
@@ -105,6 +114,11 @@ TEST_CASE("from_env: a bad value names the variable and the value") {
              bad{"CALLS_TENANT_LIMITS", "biz1=5,biz1=6"},
              bad{"CALLS_TENANT_LIMITS", "biz1=5,,biz2=3"},
              bad{"CALLS_LOCAL_MAX_ACTIVE_CALLS", "-1"},
+             bad{"CALLS_MAX_REMEMBERED_CALLS", "-1"},
+             bad{"CALLS_MAX_REMEMBERED_CALLS", "99999999999"},
+             bad{"CALLS_REINSTATE_PER_SECOND", "0"},
+             bad{"CALLS_REINSTATE_PER_SECOND", "fast"},
+             bad{"CALLS_REINSTATE_DELAY_MS", "-5"},
          }) {
         CAPTURE(var);
         CAPTURE(value);
@@ -142,5 +156,12 @@ TEST_CASE("validate catches configs filled by hand") {
     CHECK_THROWS_AS(c.validate(), callguard::config_error);
     c.tenant_limits.clear();
     c.max_active_calls = -1;
+    CHECK_THROWS_AS(c.validate(), callguard::config_error);
+    c.max_active_calls = 5;
+    c.max_remembered_calls = -1;
+    CHECK_THROWS_AS(c.validate(), callguard::config_error);
+    c.max_remembered_calls = 0;
+    CHECK_NOTHROW(c.validate());
+    c.reinstate_per_second = 0;
     CHECK_THROWS_AS(c.validate(), callguard::config_error);
 }

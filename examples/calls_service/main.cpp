@@ -135,23 +135,35 @@ void print_listening(std::uint16_t port, std::string_view backend, const setting
 }
 
 /// Graceful stop on SIGINT/SIGTERM: stop accepting, close the media sockets (their guards
-/// release the slots), give the close handshakes a moment, then stop the io_context.
+/// release the slots, asynchronously), give that a moment, note the count, then stop the
+/// io_context.
+template <class Limiter>
 class graceful_stop {
 public:
     template <class Server>
-    graceful_stop(calls::net::io_context& ioc, Server& srv) : signals_(ioc, SIGINT, SIGTERM), grace_(ioc) {
-        signals_.async_wait([this, &ioc, &srv](const boost::system::error_code& ec, int sig) {
+    graceful_stop(calls::net::io_context& ioc, Server& srv, Limiter& limiter)
+        : signals_(ioc, SIGINT, SIGTERM), grace_(ioc) {
+        signals_.async_wait([this, &ioc, &srv, &limiter](const boost::system::error_code& ec, int sig) {
             if (ec) return;
             fmt::print(stderr, "[SERVICE] signal {}: stopping\n", sig);
             srv.stop();
             grace_.expires_after(std::chrono::milliseconds(500));
-            grace_.async_wait([&ioc](const boost::system::error_code&) { ioc.stop(); });
+            grace_.async_wait([this, &ioc, &limiter](const boost::system::error_code&) {
+                callguard::async_status(limiter, [this, &ioc](callguard::capacity_status st) {
+                    final_active_ = st.active_calls;
+                    ioc.stop();
+                });
+            });
         });
     }
+
+    /// The count when the service stopped (after its own calls were released).
+    std::int64_t final_active() const noexcept { return final_active_; }
 
 private:
     calls::net::signal_set signals_;
     calls::net::steady_timer grace_;
+    std::int64_t final_active_ = -1;
 };
 
 /// Runs `ioc` on `n` threads (this one included) until it stops.
@@ -162,16 +174,19 @@ void run_io(calls::net::io_context& ioc, unsigned n) {
     for (auto& t : threads) t.join();
 }
 
+/// Serves until a signal stops it. The io_context is made first and destroyed last: the Redis
+/// backend runs its I/O on it, so no I/O thread ever waits for Redis.
 template <class Backend>
-int serve(Backend backend, std::string_view backend_desc, const settings& s, call_log_target target) {
+int serve(calls::net::io_context& ioc, Backend backend, std::string_view backend_desc, const settings& s,
+          call_log_target target) {
     using limiter_type = callguard::capacity_limiter<Backend>;
     calls::call_log_options log_options;
     log_options.queue_limit = s.service.db_queue_limit;
     calls::call_log log(std::move(target.make_store), print_log_line, log_options);
+    boost::asio::thread_pool blocking(2); // what must still block: never the I/O threads
     limiter_type limiter(std::move(backend), s.limiter, {callguard::stderr_sink(), call_log_observer(log)});
-    calls::webhooks<limiter_type> hooks(limiter, s.service, s.twiml, log);
+    calls::webhooks<limiter_type> hooks(limiter, s.service, s.twiml, log, blocking);
 
-    calls::net::io_context ioc(static_cast<int>(s.service.threads));
     auto srv = std::make_shared<calls::server<limiter_type>>(ioc, s.service, hooks, limiter);
     std::uint16_t port = 0;
     try {
@@ -181,24 +196,32 @@ int serve(Backend backend, std::string_view backend_desc, const settings& s, cal
         return 1;
     }
     print_listening(port, backend_desc, s, target.description);
+    std::int64_t final_active = -1;
     {
-        graceful_stop stop(ioc, *srv);
+        graceful_stop<limiter_type> stop(ioc, *srv, limiter);
         run_io(ioc, s.service.threads);
+        final_active = stop.final_active();
     }
-    srv.reset(); // handlers still queued die with the io_context, and with them any guard
+    srv.reset();
+    blocking.join();
+    // Whatever was still in flight finishes (within the backend's timeouts) before the limiter
+    // goes, so no release is lost and nothing is left queued on a dying io_context.
+    ioc.restart();
+    ioc.run_for(std::chrono::milliseconds(500));
     // The call log's destructor (last: it was made first) gives its writer 2 s to finish.
-    fmt::print(stderr, "[SERVICE] stopped; active_calls={}\n", limiter.status().active_calls);
+    fmt::print(stderr, "[SERVICE] stopped; active_calls={}\n", final_active);
     return 0;
 }
 
 int serve_from_env(const settings& s, const callguard::env_reader& env) {
     auto target = call_log_target_from(s.service);
+    calls::net::io_context ioc(static_cast<int>(s.service.threads));
     if (auto url = env.text("REDIS_URL")) {
 #if CALLS_SERVICE_WITH_REDIS
         auto ro = callguard::redis_options::from_env();
         auto desc = fmt::format("redis url={} prefix={{{}}} timeout={}ms", callguard::masked_url(*url),
                                 ro.key_prefix, ro.command_timeout.count());
-        return serve(callguard::redis_backend(std::move(ro)), desc, s, std::move(target));
+        return serve(ioc, callguard::redis_backend(ioc.get_executor(), std::move(ro)), desc, s, std::move(target));
 #else
         fmt::print(stderr, "[SERVICE] configuration error: REDIS_URL is set, but this calls_service "
                            "was built without Redis (CALLGUARD_WITH_REDIS=OFF): unset REDIS_URL to "
@@ -206,7 +229,7 @@ int serve_from_env(const settings& s, const callguard::env_reader& env) {
         return 2;
 #endif
     }
-    return serve(callguard::memory_backend{}, "memory", s, std::move(target));
+    return serve(ioc, callguard::memory_backend{}, "memory", s, std::move(target));
 }
 
 } // namespace

@@ -1,16 +1,27 @@
 #pragma once
 
 // One Twilio Media Streams connection, independent of the network: the messages go in, a verdict
-// comes out. On `start` the call's slot is bound to a slot_guard (adopting the slot its webhook
-// took); the guard releases on `stop`, and on every other way the session ends, because the
-// session (and so the guard) is destroyed with the connection: the seed's `finally`.
+// comes out. On `start` the call's slot is bound to an async_slot_guard (adopting the slot its
+// webhook took); the guard releases on `stop`, and on every other way the session ends, because
+// the session (and so the guard) is destroyed with the connection: a `finally` for the call.
+//
+// Nothing here waits for the limiter: the admission of `start` and the periodic refresh go
+// through the async API, and their answers come back on the session's executor (the
+// connection's strand). A `start` turned away closes the stream later, through `late_verdict`.
 
-#include <callguard/slot_guard.hpp>
+#include <callguard/async.hpp>
 #include <callguard/validation.hpp>
+
+#include <utility> // before Asio
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/bind_executor.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,8 +37,14 @@ struct media_verdict {
 template <class Limiter>
 class media_session {
 public:
-    media_session(Limiter& limiter, std::chrono::seconds refresh_interval)
-        : limiter_(limiter), refresh_interval_(refresh_interval) {}
+    using guard_type = callguard::async_slot_guard<Limiter>;
+
+    /// `ex` runs every completion for this session (the connection's strand); `late_verdict`
+    /// hears a verdict decided after the message that caused it (a `start` turned away).
+    media_session(Limiter& limiter, std::chrono::seconds refresh_interval, boost::asio::any_io_executor ex,
+                  std::function<void(media_verdict)> late_verdict)
+        : limiter_(limiter), refresh_interval_(refresh_interval), ex_(std::move(ex)),
+          late_verdict_(std::move(late_verdict)) {}
 
     /// Handles one text frame.
     media_verdict on_text(std::string_view text) {
@@ -45,11 +62,11 @@ public:
         if (event == "connected") return {};
         if (event == "start") return on_start(msg);
         if (event == "stop") {
-            if (guard_) guard_->release();
+            end();
             return {true, true, "stream stopped"};
         }
         if (event == "media" || event == "mark" || event == "dtmf") {
-            if (!guard_) return fail(event + " before start");
+            if (call_sid_.empty()) return fail(event + " before start");
             maybe_refresh();
             return {};
         }
@@ -60,10 +77,15 @@ public:
     media_verdict on_binary() { return fail("binary frames are not supported"); }
 
     const std::string& call_sid() const noexcept { return call_sid_; }
+    /// The start's admission has been answered and a release is still due.
     bool release_pending() const noexcept { return guard_ && guard_->release_pending(); }
 
-    /// Ends the session now (the destructor does the same).
-    void end() noexcept { guard_.reset(); }
+    /// Ends the session now (the destructor does the same): the slot goes back, and an
+    /// admission still on its way is released when it arrives.
+    void end() noexcept {
+        ended_ = true;
+        guard_.reset();
+    }
 
 private:
     media_verdict fail(std::string reason) {
@@ -72,7 +94,7 @@ private:
     }
 
     media_verdict on_start(const nlohmann::json& msg) {
-        if (guard_) return fail("duplicate start");
+        if (!call_sid_.empty()) return fail("duplicate start");
         auto start = msg.find("start");
         if (start == msg.end() || !start->is_object()) return fail("start without a start object");
         std::string sid;
@@ -85,11 +107,17 @@ private:
         if (auto p = start->find("customParameters"); p != start->end() && p->is_object())
             if (auto t = p->find("tenant"); t != p->end() && t->is_string()) tenant = t->get<std::string>();
         if (auto why = callguard::tenant_problem(tenant); !why.empty()) return fail(std::string(why));
-        guard_.emplace(limiter_.guard(sid, tenant));
         call_sid_ = sid;
         tenant_ = tenant;
         last_refresh_ = std::chrono::steady_clock::now();
-        if (!guard_->admitted()) return fail("over capacity");
+        // The guard arrives on this session's executor; if the session is gone by then, the
+        // guard dies in the handler and gives the slot back.
+        callguard::async_guard(limiter_, sid, tenant,
+                               boost::asio::bind_executor(ex_, [alive = std::weak_ptr<int>(alive_), this](guard_type g) {
+                                   if (!alive.lock() || ended_) return;
+                                   guard_.emplace(std::move(g));
+                                   if (!guard_->admitted() && late_verdict_) late_verdict_(fail("over capacity"));
+                               }));
         return {};
     }
 
@@ -97,14 +125,26 @@ private:
         auto now = std::chrono::steady_clock::now();
         if (now - last_refresh_ < refresh_interval_) return;
         last_refresh_ = now;
-        // The slot is gone (Redis restarted empty, or it expired): take it again, so the call
-        // counts once more. Over capacity it is not dropped: it is already in progress.
-        if (!limiter_.refresh(call_sid_)) limiter_.acquire(call_sid_, tenant_);
+        // The slot is gone (Redis restarted empty, failed over before replicating it, or the call
+        // was admitted while Redis was unreachable): put it back. A live call is a fact, not a
+        // request, so it counts again even over the cap (new calls wait until enough end).
+        // Checked on the session's executor: a call that ended meanwhile is not put back (its
+        // release would then come after the reinstatement, and the slot would wait for its TTL).
+        callguard::async_refresh(limiter_, call_sid_,
+                                 boost::asio::bind_executor(ex_, [alive = std::weak_ptr<int>(alive_), this](bool held) {
+                                     if (held || !alive.lock() || ended_) return;
+                                     callguard::async_reinstate(limiter_, call_sid_, tenant_,
+                                                                [](callguard::reinstate_result) {});
+                                 }));
     }
 
     Limiter& limiter_;
     std::chrono::seconds refresh_interval_;
-    std::optional<callguard::slot_guard> guard_;
+    boost::asio::any_io_executor ex_;
+    std::function<void(media_verdict)> late_verdict_;
+    std::shared_ptr<int> alive_ = std::make_shared<int>(0); // handlers check it is still there
+    bool ended_ = false;
+    std::optional<guard_type> guard_;
     std::string call_sid_, tenant_;
     std::chrono::steady_clock::time_point last_refresh_{};
 };

@@ -144,15 +144,21 @@ private:
                 // The media socket counts itself; this session's count goes when it dies, now.
                 return std::make_shared<media_socket>(srv_, std::move(stream_))->run(std::move(req));
             }
-            reply r;
+            // The answer may come later (after the limiter answered), from another thread: it is
+            // written on this connection's strand. Nothing more is read until it is.
+            const bool keep_alive = req.keep_alive(), head = req.method() == http::verb::head;
+            auto answer = [self = this->shared_from_this(), keep_alive, head](reply r) {
+                net::dispatch(self->stream_.get_executor(), [self, r = std::move(r), keep_alive, head]() mutable {
+                    self->respond(static_cast<http::status>(r.status), std::move(r.content_type), std::move(r.body),
+                                  keep_alive, head);
+                });
+            };
             try {
-                r = srv_->hooks_.handle(view_of(req));
+                srv_->hooks_.handle(view_of(req), answer);
             } catch (const std::exception& e) {
-                r = {500, "text/plain; charset=utf-8", "internal error\n"};
                 std::fprintf(stderr, "[SERVICE] request failed: %s\n", e.what());
+                answer({500, "text/plain; charset=utf-8", "internal error\n"});
             }
-            respond(static_cast<http::status>(r.status), std::move(r.content_type), std::move(r.body),
-                    req.keep_alive(), req.method() == http::verb::head);
         }
 
         request_view view_of(const http::request<http::string_body>& req) const {
@@ -216,13 +222,17 @@ private:
         std::size_t drain_budget_ = 0;
     };
 
-    /// One Media Streams WebSocket. Its media_session holds the call's slot_guard, so the slot
+    /// One Media Streams WebSocket. Its media_session holds the call's slot guard, so the slot
     /// goes back when this object dies, whatever ended the connection.
     class media_socket : public std::enable_shared_from_this<media_socket> {
     public:
         media_socket(std::shared_ptr<server> srv, beast::tcp_stream stream)
             : srv_(std::move(srv)), ws_(std::move(stream)),
-              session_(srv_->limiter_, srv_->config_.refresh_interval) {
+              session_(srv_->limiter_, srv_->config_.refresh_interval, ws_.get_executor(),
+                       [this](media_verdict v) { // on the strand, while the session lives
+                           close(v.normal ? websocket::close_code::normal : websocket::close_code::policy_error,
+                                 v.reason);
+                       }) {
             ++srv_->connections_;
         }
         ~media_socket() { --srv_->connections_; }

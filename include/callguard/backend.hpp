@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <string_view>
 
+#include "errors.hpp"
+
 namespace callguard {
 
 /// One admission request, already validated by the limiter.
@@ -33,6 +35,18 @@ struct slot_reply {
 
 struct release_reply {
     bool released = false;   ///< the call held a slot, and now does not
+    std::int64_t active = 0; ///< live slots after the operation (global)
+};
+
+/// The backend's answer to putting back the slot of a call already in progress.
+enum class reinstate_state {
+    reinstated,   ///< added again (counted, whatever the cap)
+    already_held, ///< the call held a live slot (its expiry was pushed to now + ttl)
+    released,     ///< the backend knows the call was released recently and did not put it back
+};
+
+struct reinstate_reply {
+    reinstate_state state = reinstate_state::reinstated;
     std::int64_t active = 0; ///< live slots after the operation (global)
 };
 
@@ -79,6 +93,57 @@ concept capacity_backend =
 template <class B>
 concept reports_data_resets = requires(const B& b) {
     { b.data_resets() } noexcept -> std::convertible_to<std::uint64_t>;
+};
+
+/// Optional: a backend that can put back the slot of a call already in progress, without a cap
+/// check. The limiter uses it for calls it admitted without the backend (fail modes `open` and
+/// `local`) and for calls whose slots the backend lost; applications use it through
+/// `capacity_limiter::reinstate` when a live call finds its slot gone.
+///
+/// 10. `b.reinstate(req)` -> `reinstate_reply`: atomically, like `try_acquire` but without
+///     comparing any count with `req.max_active` or `req.tenant_max`: remove expired slots; if
+///     `req.call_id` holds a live slot, push its expiry to now + ttl and answer `already_held`;
+///     else add the slot (global and, when `req.tenant` is not empty, the tenant's count) with
+///     expiry now + ttl and answer `reinstated`. The counts may exceed the caps; `try_acquire`
+///     then rejects until they drop below. Idempotent per call id. A backend shared by several
+///     processes may remember releases for a while and answer `released` for a call released
+///     within that time (so a late reinstatement never brings back a call that ended); a backend
+///     that remembers nothing never answers it. Failure as in 8.
+template <class B>
+concept reinstates_slots = requires(B& b, const slot_request& req) {
+    { b.reinstate(req) } -> std::same_as<reinstate_reply>;
+};
+
+namespace detail {
+/// A callback of the asynchronous backend operations, for checking the concepts below.
+template <class T>
+struct async_result_sink {
+    void operator()(T, const backend_error*) const noexcept {}
+};
+} // namespace detail
+
+/// Optional: a backend that answers without blocking its caller, for `<callguard/async.hpp>`.
+///
+/// 11. `b.async_try_acquire(req, f)`, `b.async_release(id, f)`, `b.async_refresh(id, ttl, f)`
+///     and `b.async_active_count(f)` start the operation of 1, 2, 3 and 4 and return at once;
+///     they copy what they need of their arguments. `f(result, const backend_error* error)` is
+///     called exactly once, later (never inside the starting call), on an executor of the
+///     backend's; a non-null `error` means the backend could not answer (as in 8), and the
+///     result is then a default value. Every other rule of 1-9 holds.
+template <class B>
+concept async_capacity_backend =
+    capacity_backend<B> &&
+    requires(B& b, const slot_request& req, std::string_view id, std::chrono::milliseconds ttl) {
+        b.async_try_acquire(req, detail::async_result_sink<slot_reply>{});
+        b.async_release(id, detail::async_result_sink<release_reply>{});
+        b.async_refresh(id, ttl, detail::async_result_sink<bool>{});
+        b.async_active_count(detail::async_result_sink<std::int64_t>{});
+    };
+
+/// Optional: 10 without blocking, as in 11: `b.async_reinstate(req, f)`.
+template <class B>
+concept async_reinstates_slots = reinstates_slots<B> && requires(B& b, const slot_request& req) {
+    b.async_reinstate(req, detail::async_result_sink<reinstate_reply>{});
 };
 
 } // namespace callguard

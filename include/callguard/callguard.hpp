@@ -14,6 +14,7 @@
 #include "events.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
+#include "reinstate_result.hpp"
 #include "slot_guard.hpp"
 #include "status.hpp"
 #include "validation.hpp"

@@ -8,23 +8,31 @@
 #include "events.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
+#include "reinstate_result.hpp"
 #include "slot_guard.hpp"
 #include "status.hpp"
 #include "validation.hpp"
 #include "wait_metrics.hpp"
 #include "wait_result.hpp"
 #include "waiting_room.hpp"
+#include "detail/live_calls.hpp"
 #include "detail/logger.hpp"
 #include "detail/striped_counters.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
+#include <vector>
 
 namespace callguard {
 
@@ -40,6 +48,21 @@ struct limiter_hooks {
 /// limiter validates input, applies the `fail_mode` when the backend cannot answer, logs the
 /// `[CAPACITY]` lines, counts, and tells the observer. Every member is thread-safe.
 /// Not movable: guards point back at it.
+///
+/// Calls in progress are a fact, not a request: with a backend that `reinstates_slots`, the
+/// limiter remembers (up to `max_remembered_calls`) the calls it admitted without the backend
+/// (fail modes `open` and `local`) and, with a backend that `reports_data_resets`, every call it
+/// admitted or adopted; it forgets a call when it is released here. When the backend answers
+/// again, or reports that it lost its slots, a thread of the limiter's own (started the first
+/// time something waits, joined by the destructor) puts those slots back, without a cap check,
+/// at most `reinstate_per_second`: at once for calls held by a `slot_guard` here (or vouched for
+/// with `reinstate`), after `reinstate_delay` for calls only admitted here (their end may have
+/// reached another instance, whose kept release must land first). The count may then be above
+/// the cap, and new calls are rejected until it is below.
+namespace detail {
+struct limiter_access;
+}
+
 template <capacity_backend Backend>
 class capacity_limiter {
 public:
@@ -53,6 +76,20 @@ public:
           log_(config_.log_level, std::move(hooks.sink)),
           observer_(std::move(hooks.observer)) {
         if (config_.fail_mode == fail_mode::local) local_.emplace();
+        if constexpr (can_reinstate)
+            if (config_.max_remembered_calls > 0)
+                live_ = std::make_unique<detail::live_calls>(
+                    static_cast<std::size_t>(config_.max_remembered_calls));
+    }
+
+    /// Stops the reinstatement thread (waiting for the operation it is in, if any).
+    ~capacity_limiter() {
+        {
+            std::lock_guard lk(worker_mu_);
+            stopping_ = true;
+        }
+        worker_cv_.notify_all();
+        if (worker_.joinable()) worker_.join();
     }
 
     capacity_limiter(const capacity_limiter&) = delete;
@@ -63,19 +100,7 @@ public:
     /// Throws `std::invalid_argument` for a malformed call id or tenant (nothing is taken);
     /// never throws for an unreachable backend (the fail mode decides).
     acquire_result acquire(std::string_view call_id, std::string_view tenant = {}) {
-        validate_call_id(call_id);
-        validate_tenant(tenant);
-        const slot_request req{call_id, tenant, config_.max_active_calls,
-                               config_.tenant_limit(tenant), ttl()};
-        slot_reply reply;
-        try {
-            reply = backend_.try_acquire(req);
-        } catch (const backend_error& e) {
-            on_backend_failure(e);
-            return decide_without_backend(req);
-        }
-        on_backend_success();
-        return decided(req, reply, false);
+        return admit<false>(call_id, tenant);
     }
 
     /// Gives `call_id`'s slot back. Idempotent and `noexcept`: true if a slot was freed now.
@@ -83,76 +108,72 @@ public:
     /// counted (a backend may keep the release and replay it later); the TTL is the last resort.
     bool release(std::string_view call_id) noexcept {
         if (!call_id_problem(call_id).empty()) return false;
-        bool freed_local = false, freed = false;
-        std::int64_t active = last_active_.load(std::memory_order_relaxed);
-        if (local_) {
-            try {
-                freed_local = local_->release(call_id).released;
-            } catch (...) {
-            }
-        }
+        const bool freed_local = release_local(call_id);
         try {
-            auto r = backend_.release(call_id);
-            on_backend_success();
-            freed = r.released;
-            active = r.active;
+            const auto r = backend_.release(call_id);
+            return released_answer(call_id, freed_local, &r, nullptr);
         } catch (const backend_error& e) {
-            on_backend_failure(e);
+            return released_answer(call_id, freed_local, nullptr, &e);
         } catch (...) {
             count(counter::backend_errors);
+            return released_answer(call_id, freed_local, nullptr, nullptr);
         }
-        if (!freed && !freed_local) {
-            log_.log(log_level::debug, "[CAPACITY] RELEASE_NOOP call_id={}", call_id);
-            return false;
-        }
-        const bool local = !freed; // only the in-process fallback held it
-        count(counter::released);
-        log_.log(log_level::info, "[CAPACITY] RELEASED call_id={} active_calls={}/{}{}", call_id,
-                 active, config_.max_active_calls, local_suffix(local));
-        capacity_event ev = backend_event(event_kind::released);
-        ev.call_id = call_id;
-        ev.active = active;
-        ev.local_fallback = local;
-        notify(ev);
-        return true;
     }
 
     /// Pushes a held slot's expiry to now + `slot_ttl` (long calls, heartbeats). False if the
-    /// call holds no slot (released or expired) or the backend cannot answer.
+    /// call holds no slot in the backend (released, expired, lost, or admitted without it: call
+    /// `reinstate` for a call still in progress), or the backend cannot answer (with
+    /// `fail_mode::local`: whether the in-process cap holds it).
     /// Throws `std::invalid_argument` for a malformed call id.
     bool refresh(std::string_view call_id) {
         validate_call_id(call_id);
-        bool ok = false;
-        if (local_) ok = local_->refresh(call_id, ttl());
+        const bool held_locally = refresh_local(call_id);
         try {
-            ok = backend_.refresh(call_id, ttl()) || ok;
-            on_backend_success();
+            const bool held = backend_.refresh(call_id, ttl());
+            return refreshed_answer(held_locally, &held, nullptr);
         } catch (const backend_error& e) {
-            on_backend_failure(e);
+            return refreshed_answer(held_locally, nullptr, &e);
         }
-        return ok;
     }
+
+    /// Puts back the slot of a call already in progress, counted in the global and tenant counts
+    /// with no cap check (a live call is a fact, not a request): use it when a live call finds
+    /// its slot gone (a refresh answered false). Idempotent: `already_held` when the slot is
+    /// there. Over the cap the count goes above it (status shows it, `at_capacity` is true) and
+    /// new calls are rejected until enough calls end. `released` when the backend knows the call
+    /// was released lately; `deferred` when the backend cannot answer (the limiter remembers the
+    /// call and puts it back once it answers). Logs `[CAPACITY] REINSTATED call_id=..
+    /// active_calls=8/5` (WARNING). Throws `std::invalid_argument` for a malformed call id or
+    /// tenant.
+    reinstate_result reinstate(std::string_view call_id, std::string_view tenant = {})
+        requires can_reinstate
+    {
+        validate_call_id(call_id);
+        validate_tenant(tenant);
+        const auto req = request_for(call_id, tenant);
+        reinstate_reply reply;
+        try {
+            reply = backend_.reinstate(req);
+        } catch (const backend_error& e) {
+            return reinstate_error(req, e);
+        }
+        return reinstate_answer(req, reply);
+    }
+
+    /// Calls waiting for their slot to be put back (0 with a backend that cannot reinstate).
+    std::size_t reinstate_pending() const noexcept { return live_ ? live_->pending() : 0; }
+
+    /// Calls the limiter remembers as in progress right now.
+    std::size_t remembered_calls() const noexcept { return live_ ? live_->size() : 0; }
 
     /// Live numbers for `/health/details`; degraded (never throwing) when the backend is down.
     capacity_status status() {
-        capacity_status s;
-        s.backend = std::string(backend_.name());
-        s.max_calls = config_.max_active_calls;
         try {
-            s.active_calls = backend_.active_count();
-            on_backend_success();
-            last_active_.store(s.active_calls, std::memory_order_relaxed);
-            s.backend_healthy = backend_.healthy();
+            const auto n = backend_.active_count();
+            return status_answer(&n, nullptr);
         } catch (const backend_error& e) {
-            on_backend_failure(e);
-            s.backend_healthy = false;
-            s.active_calls = last_active_.load(std::memory_order_relaxed);
-            if (local_) s.active_calls = std::max(s.active_calls, local_->active_count());
+            return status_answer(nullptr, &e);
         }
-        if constexpr (reports_data_resets<Backend>) s.backend_resets = backend_.data_resets();
-        s.capacity_available = std::max<std::int64_t>(0, s.max_calls - s.active_calls);
-        s.at_capacity = s.active_calls >= s.max_calls;
-        return s;
     }
 
     /// Removes expired slots now (the backend also does it on its own when it matters).
@@ -169,9 +190,11 @@ public:
         return n;
     }
 
-    /// `acquire` wrapped in a guard that releases on destruction when admitted.
+    /// `acquire` wrapped in a guard that releases on destruction when admitted. A call held by a
+    /// guard is known to be live here: if its slot must be put back, it goes first, without
+    /// waiting `reinstate_delay`.
     slot_guard guard(std::string_view call_id, std::string_view tenant = {}) {
-        auto r = acquire(call_id, tenant);
+        auto r = admit<true>(call_id, tenant);
         return slot_guard(this, &release_thunk, std::string(call_id), r);
     }
 
@@ -181,7 +204,8 @@ public:
         return {get(counter::acquired),           get(counter::already_held),
                 get(counter::rejected),           get(counter::released),
                 get(counter::admitted_fail_open), get(counter::rejected_fail_closed),
-                get(counter::backend_errors)};
+                get(counter::backend_errors),     get(counter::reinstated),
+                get(counter::not_remembered)};
     }
 
     /// Status and counters in Prometheus text format.
@@ -306,9 +330,20 @@ public:
     const Backend& backend() const noexcept { return backend_; }
 
 private:
+    friend struct detail::limiter_access; // async.hpp drives the same steps as the blocking calls
+
+    static constexpr bool can_reinstate = reinstates_slots<Backend>;
+    /// A backend that can lose its slots: every call admitted here is remembered, not only the
+    /// ones admitted without it.
+    static constexpr bool remembers_every_call = can_reinstate && reports_data_resets<Backend>;
+    /// The reinstatement thread's pace: one batch per tick.
+    static constexpr std::chrono::milliseconds reinstate_tick{50};
+    /// How soon it tries again after the backend failed it.
+    static constexpr std::chrono::milliseconds reinstate_retry{250};
+
     enum class counter : std::size_t {
         acquired, already_held, rejected, released, admitted_fail_open, rejected_fail_closed,
-        backend_errors, count_
+        backend_errors, reinstated, not_remembered, count_
     };
     void count(counter c) noexcept { counters_.add(static_cast<std::size_t>(c)); }
 
@@ -318,6 +353,376 @@ private:
 
     std::chrono::milliseconds ttl() const noexcept {
         return std::chrono::duration_cast<std::chrono::milliseconds>(config_.slot_ttl);
+    }
+    std::int64_t ttl_ticks() const noexcept {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(config_.slot_ttl).count();
+    }
+    static std::chrono::steady_clock::rep steady_now() noexcept {
+        return std::chrono::steady_clock::now().time_since_epoch().count();
+    }
+    static std::int64_t now_ticks() noexcept {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+
+    /// `acquire`; `Held`: for a guard of this process.
+    template <bool Held>
+    acquire_result admit(std::string_view call_id, std::string_view tenant) {
+        validate_call_id(call_id);
+        validate_tenant(tenant);
+        const auto req = request_for(call_id, tenant);
+        slot_reply reply;
+        try {
+            reply = backend_.try_acquire(req);
+        } catch (const backend_error& e) {
+            return admitted_error<Held>(req, e);
+        }
+        return admitted_answer<Held>(req, reply); // returned in place: no copy on the hot path
+    }
+
+    // ---- the steps around each backend call, shared by the blocking calls and async.hpp ------
+
+    slot_request request_for(std::string_view call_id, std::string_view tenant) const noexcept {
+        return {call_id, tenant, config_.max_active_calls, config_.tenant_limit(tenant), ttl()};
+    }
+
+    /// The backend decided an acquire.
+    template <bool Held>
+    acquire_result admitted_answer(const slot_request& req, const slot_reply& reply) {
+        on_backend_success();
+        if constexpr (remembers_every_call) {
+            auto result = decided(req, reply, false);
+            if (result.admitted()) remember(req, false, Held);
+            return result;
+        } else {
+            return decided(req, reply, false);
+        }
+    }
+
+    /// The backend could not decide an acquire: the fail mode does.
+    template <bool Held>
+    acquire_result admitted_error(const slot_request& req, const backend_error& e) {
+        on_backend_failure(e);
+        return decide_without_backend(req, Held);
+    }
+
+    /// The backend put a slot back (or knew better).
+    reinstate_result reinstate_answer(const slot_request& req, const reinstate_reply& reply)
+        requires can_reinstate
+    {
+        on_backend_success();
+        const auto outcome = reinstated(req, reply);
+        if (outcome == reinstate_outcome::released) {
+            forget(req.call_id);
+        } else if (live_ && (remembers_every_call || live_->size() != 0)) {
+            remember(req, false, true);
+        }
+        return {outcome, reply.active, config_.max_active_calls};
+    }
+
+    /// The backend could not put a slot back: remembered, to be put back once it answers.
+    reinstate_result reinstate_error(const slot_request& req, const backend_error& e)
+        requires can_reinstate
+    {
+        on_backend_failure(e);
+        remember(req, true, true);
+        return {reinstate_outcome::deferred, last_active_.load(std::memory_order_relaxed), config_.max_active_calls};
+    }
+
+    /// A release's part before the backend: forget the call (a released call is never put
+    /// back), free it in the in-process fallback. True if that held it.
+    bool release_local(std::string_view call_id) noexcept {
+        forget(call_id);
+        if (!local_) return false;
+        try {
+            return local_->release(call_id).released;
+        } catch (...) {
+            return false;
+        }
+    }
+
+    /// A release's end: `reply` from the backend, or `error` (both null: an unexpected failure,
+    /// already counted).
+    bool released_answer(std::string_view call_id, bool freed_local, const release_reply* reply,
+                         const backend_error* error) noexcept {
+        bool freed = false;
+        std::int64_t active = last_active_.load(std::memory_order_relaxed);
+        if (reply) {
+            on_backend_success();
+            freed = reply->released;
+            active = reply->active;
+        } else if (error) {
+            on_backend_failure(*error);
+        }
+        if (!freed && !freed_local) {
+            log_.log(log_level::debug, "[CAPACITY] RELEASE_NOOP call_id={}", call_id);
+            return false;
+        }
+        const bool local = !freed; // only the in-process fallback held it
+        count(counter::released);
+        log_.log(log_level::info, "[CAPACITY] RELEASED call_id={} active_calls={}/{}{}", call_id,
+                 active, config_.max_active_calls, local_suffix(local));
+        capacity_event ev = backend_event(event_kind::released);
+        ev.call_id = call_id;
+        ev.active = active;
+        ev.local_fallback = local;
+        notify(ev);
+        return true;
+    }
+
+    /// A refresh's part before the backend: the remembered call and the in-process fallback.
+    bool refresh_local(std::string_view call_id) {
+        if (live_ && (remembers_every_call || live_->size() != 0)) {
+            try {
+                live_->touch(call_id, now_ticks() + ttl_ticks());
+            } catch (...) {
+            }
+        }
+        return local_ && local_->refresh(call_id, ttl());
+    }
+
+    /// A refresh's end: `held` from the backend, or `error`.
+    bool refreshed_answer(bool held_locally, const bool* held, const backend_error* error) noexcept {
+        if (held) {
+            on_backend_success();
+            return *held;
+        }
+        if (error) on_backend_failure(*error);
+        return held_locally;
+    }
+
+    /// The status from the backend's `count`, or from what is known when it failed (`error`).
+    capacity_status status_answer(const std::int64_t* count, const backend_error* error) {
+        capacity_status s;
+        s.backend = std::string(backend_.name());
+        s.max_calls = config_.max_active_calls;
+        if (count) {
+            s.active_calls = *count;
+            on_backend_success();
+            last_active_.store(s.active_calls, std::memory_order_relaxed);
+            s.backend_healthy = backend_.healthy();
+        } else {
+            if (error) on_backend_failure(*error);
+            s.backend_healthy = false;
+            s.active_calls = last_active_.load(std::memory_order_relaxed);
+            if (local_) s.active_calls = std::max(s.active_calls, local_->active_count());
+        }
+        if constexpr (reports_data_resets<Backend>) s.backend_resets = backend_.data_resets();
+        s.reinstate_pending = static_cast<std::int64_t>(reinstate_pending());
+        s.capacity_available = std::max<std::int64_t>(0, s.max_calls - s.active_calls);
+        s.at_capacity = s.active_calls >= s.max_calls;
+        return s;
+    }
+
+    // ---- the calls remembered, and putting their slots back -----------------------------------
+
+    /// Remembers a call admitted or adopted here; `missing`: the backend does not hold its slot
+    /// (admitted without it), so it waits to be put back; `held`: a guard here holds it, or the
+    /// application vouched for it. Never throws: a call that cannot be remembered is still
+    /// admitted.
+    void remember(const slot_request& req, bool missing, bool held) noexcept {
+        if (!live_) {
+            if (missing) count(counter::not_remembered);
+            return;
+        }
+        try {
+            const auto r = live_->remember(req.call_id, req.tenant, now_ticks() + ttl_ticks(), missing, held);
+            if (r == detail::live_calls::remembered::full) {
+                count(counter::not_remembered);
+                if (!remember_full_.exchange(true))
+                    log_.log(log_level::warning,
+                             "[CAPACITY] REMEMBER_FULL call_id={} max_remembered_calls={}: calls "
+                             "admitted now are not put back if their slots are lost",
+                             req.call_id, config_.max_remembered_calls);
+                return;
+            }
+            remember_full_.store(false, std::memory_order_relaxed);
+            if (missing) wake_worker();
+        } catch (...) {
+            count(counter::not_remembered); // out of memory: admitted all the same
+        }
+    }
+
+    void forget(std::string_view call_id) noexcept {
+        if (!live_ || (!remembers_every_call && live_->size() == 0)) return;
+        try {
+            live_->forget(call_id);
+        } catch (...) {
+        }
+    }
+
+    /// Logs, counts and tells the observer what a reinstatement did.
+    reinstate_outcome reinstated(const slot_request& req, const reinstate_reply& reply) {
+        switch (reply.state) {
+        case reinstate_state::reinstated:
+            count(counter::reinstated);
+            log_.log(log_level::warning, "[CAPACITY] REINSTATED call_id={} active_calls={}/{}{}",
+                     req.call_id, reply.active, config_.max_active_calls, tenant_suffix(req.tenant));
+            notify(call_event(event_kind::reinstated, req, reply.active));
+            return reinstate_outcome::reinstated;
+        case reinstate_state::already_held:
+            log_.log(log_level::debug, "[CAPACITY] REINSTATE_HELD call_id={} active_calls={}/{}",
+                     req.call_id, reply.active, config_.max_active_calls);
+            return reinstate_outcome::already_held;
+        case reinstate_state::released:
+            break;
+        }
+        log_.log(log_level::info, "[CAPACITY] REINSTATE_SKIPPED call_id={} reason=released",
+                 req.call_id);
+        return reinstate_outcome::released;
+    }
+
+    /// Starts the reinstatement thread if needed, and wakes it.
+    void wake_worker() noexcept {
+        if constexpr (can_reinstate) {
+            std::lock_guard lk(worker_mu_);
+            if (stopping_) return;
+            worker_wake_ = true;
+            if (!worker_.joinable()) {
+                try {
+                    worker_ = std::thread([this] { run_worker(); });
+                } catch (...) {
+                    log_.log(log_level::error,
+                             "[CAPACITY] REINSTATE_THREAD_FAILED: slots are not put back on their own");
+                    return;
+                }
+            }
+        }
+        worker_cv_.notify_one();
+    }
+
+    /// The reinstatement thread: sleeps until something waits; while the backend is down, probes
+    /// it (a count, which changes nothing) at most every `reinstate_retry`; once it answers (or
+    /// reported a data loss) and `reinstate_delay` has passed, puts slots back one batch per tick
+    /// (the rate). A data loss found by any thread is turned into waiting calls here, off the
+    /// callers' path.
+    void run_worker() noexcept {
+        using std::chrono::steady_clock;
+        const auto per_tick = static_cast<std::size_t>(std::max<std::int64_t>(
+            1, config_.reinstate_per_second * reinstate_tick.count() / 1000));
+        auto awake = [&] { return stopping_ || worker_wake_ || reset_found_; };
+        std::unique_lock lk(worker_mu_);
+        auto next = steady_clock::now();
+        while (!stopping_) {
+            if (std::exchange(reset_found_, false)) {
+                lk.unlock();
+                try {
+                    live_->mark_all_pending(now_ticks());
+                } catch (...) {
+                }
+                lk.lock();
+                continue;
+            }
+            worker_wake_ = false;
+            if (live_->queued() == 0) {
+                worker_cv_.wait(lk, awake);
+                continue;
+            }
+            const auto now = steady_clock::now();
+            if (!healthy_.load()) {
+                if (now < next) {
+                    worker_cv_.wait_until(lk, next, awake);
+                    continue;
+                }
+                lk.unlock();
+                probe();
+                lk.lock();
+                next = steady_clock::now() + reinstate_retry;
+                continue;
+            }
+            // Calls held here go back at once; calls only admitted here after the delay.
+            const auto ready = steady_clock::time_point(steady_clock::duration(
+                                   up_since_.load(std::memory_order_relaxed))) +
+                               config_.reinstate_delay;
+            const bool admitted_too = now >= ready;
+            const auto wake_at = live_->queued_held() != 0 || admitted_too ? next : std::max(next, ready);
+            if (now < wake_at) {
+                worker_cv_.wait_until(lk, wake_at, awake);
+                continue;
+            }
+            lk.unlock();
+            const bool ok = reinstate_some(per_tick, admitted_too);
+            lk.lock();
+            next = steady_clock::now() + (ok ? reinstate_tick : reinstate_retry);
+        }
+    }
+
+    /// Asks the backend for its count: the cheapest operation that tells whether it answers.
+    void probe() noexcept {
+        try {
+            const auto n = backend_.active_count();
+            on_backend_success();
+            last_active_.store(n, std::memory_order_relaxed);
+        } catch (const backend_error& e) {
+            on_backend_failure(e);
+        } catch (...) {
+            count(counter::backend_errors);
+        }
+    }
+
+    /// Puts back up to `n` waiting slots (of calls held here first, then, when `admitted_too`,
+    /// of calls only admitted here); false when the backend failed (the rest wait again).
+    bool reinstate_some(std::size_t n, bool admitted_too) noexcept {
+        std::vector<detail::live_calls::work_item> batch;
+        const auto now = now_ticks();
+        try {
+            batch = live_->take(n, now, admitted_too);
+        } catch (...) {
+            return false;
+        }
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            const auto& w = batch[i];
+            // The slot lives as long as it would have: a call that was never refreshed here
+            // (its end seen by another instance) cannot linger past its original expiry.
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::nanoseconds(w.expires - now));
+            const slot_request req{w.call_id, w.tenant, config_.max_active_calls,
+                                   config_.tenant_limit(w.tenant),
+                                   std::max(left, std::chrono::milliseconds(1))};
+            try {
+                const auto reply = backend_.reinstate(req);
+                on_backend_success();
+                settle(w, req, reply);
+            } catch (const backend_error& e) {
+                on_backend_failure(e);
+                put_back(batch, i);
+                return false;
+            } catch (...) {
+                count(counter::backend_errors);
+                put_back(batch, i);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// Records what the backend did with one waiting call.
+    void settle(const detail::live_calls::work_item& w, const slot_request& req,
+                const reinstate_reply& reply) {
+        using done = detail::live_calls::settled;
+        if (reply.state == reinstate_state::released) {
+            live_->drop(w); // it ended, released through another instance
+            reinstated(req, reply);
+            return;
+        }
+        const auto d = live_->done(w);
+        if (d == done::forgotten && reply.state == reinstate_state::reinstated) {
+            // Released here while its slot was on the way back: give it back again.
+            try {
+                backend_.release(w.call_id);
+            } catch (...) {
+            }
+            return;
+        }
+        reinstated(req, reply);
+    }
+
+    void put_back(const std::vector<detail::live_calls::work_item>& batch, std::size_t from) noexcept {
+        try {
+            live_->put_back({batch.begin() + static_cast<std::ptrdiff_t>(from), batch.end()});
+        } catch (...) {
+        }
     }
 
     acquire_result decided(const slot_request& req, const slot_reply& reply, bool local) {
@@ -511,7 +916,7 @@ private:
         return out;
     }
 
-    acquire_result decide_without_backend(const slot_request& req) {
+    acquire_result decide_without_backend(const slot_request& req, bool held) {
         const auto max = config_.max_active_calls;
         const auto known = last_active_.load(std::memory_order_relaxed);
         switch (config_.fail_mode) {
@@ -520,6 +925,7 @@ private:
             log_.log(log_level::warning, "[CAPACITY] FAIL_OPEN call_id={} backend={}", req.call_id,
                      backend_.name());
             notify(call_event(event_kind::admitted_fail_open, req, known));
+            if constexpr (can_reinstate) remember(req, true, held);
             return {acquire_outcome::admitted_fail_open, known, max};
         case fail_mode::closed:
             count(counter::rejected_fail_closed);
@@ -532,7 +938,10 @@ private:
         }
         slot_request local_req = req;
         if (config_.local_max_active_calls > 0) local_req.max_active = config_.local_max_active_calls;
-        return decided(req, local_->try_acquire(local_req), true);
+        auto result = decided(req, local_->try_acquire(local_req), true);
+        if constexpr (can_reinstate)
+            if (result.admitted()) remember(req, true, held);
+        return result;
     }
 
     void on_backend_failure(const backend_error& e) noexcept {
@@ -545,11 +954,18 @@ private:
         notify(ev);
     }
 
+    /// Small enough to inline on every decision: the transition is out of line.
     void on_backend_success() noexcept {
         if constexpr (reports_data_resets<Backend>) check_data_resets();
-        if (healthy_.load(std::memory_order_relaxed) || healthy_.exchange(true)) return;
+        if (!healthy_.load(std::memory_order_relaxed)) on_backend_back();
+    }
+
+    void on_backend_back() noexcept {
+        if (healthy_.exchange(true)) return;
+        up_since_.store(steady_now(), std::memory_order_relaxed);
         log_.log(log_level::warning, "[CAPACITY] BACKEND_UP backend={}", backend_.name());
         notify(backend_event(event_kind::backend_up));
+        if (live_ && live_->pending() != 0) wake_worker(); // the waiting slots can go back now
     }
 
     /// Logs each reset the backend found once, on whichever thread sees it first.
@@ -557,11 +973,22 @@ private:
         const std::uint64_t now = backend_.data_resets();
         auto seen = resets_seen_.load(std::memory_order_relaxed);
         if (now == seen || !resets_seen_.compare_exchange_strong(seen, now)) return;
-        log_.log(log_level::error,
-                 "[CAPACITY] BACKEND_DATA_LOST backend={} resets={}: the slots held before are "
-                 "gone; active_calls under-counts until those calls refresh or end",
-                 backend_.name(), now);
+        const bool put_back = live_ && live_->size() != 0;
+        log_.log(log_level::error, "[CAPACITY] BACKEND_DATA_LOST backend={} resets={}: {}",
+                 backend_.name(), now,
+                 put_back ? "the slots held before are gone; the calls in progress known here are "
+                            "being put back"
+                          : "the slots held before are gone; active_calls under-counts until "
+                            "those calls refresh or end");
         notify(backend_event(event_kind::backend_data_lost));
+        if (put_back) {
+            up_since_.store(steady_now(), std::memory_order_relaxed); // the delay starts again
+            {
+                std::lock_guard lk(worker_mu_);
+                reset_found_ = true;
+            }
+            wake_worker();
+        }
     }
 
     /// An event about one call's decision.
@@ -613,6 +1040,18 @@ private:
     std::atomic<std::int64_t> last_waiting_{0}; // last line size seen: reported when degraded
     detail::striped_counters<static_cast<std::size_t>(queue_counter::count_)> queue_counts_;
     wait_histogram wait_histogram_;
+    std::unique_ptr<detail::live_calls> live_; // calls in progress known here; null: none kept
+    std::atomic<bool> remember_full_{false};   // REMEMBER_FULL logged for the current fill-up
+    // When the backend last came back (or reported a data loss): the reinstatement delay
+    // counts from here. steady_clock ticks.
+    std::atomic<std::chrono::steady_clock::rep> up_since_{0};
+    // The reinstatement thread, started the first time a slot waits to be put back.
+    std::mutex worker_mu_;
+    std::condition_variable worker_cv_;
+    bool stopping_ = false;    // guarded by worker_mu_
+    bool worker_wake_ = false; // guarded by worker_mu_
+    bool reset_found_ = false; // guarded by worker_mu_: mark every known call as waiting
+    std::thread worker_;       // last: started after everything it uses
 };
 
 } // namespace callguard

@@ -46,6 +46,11 @@ constexpr std::string_view to_string(fail_mode m) noexcept {
     return "unknown";
 }
 
+/// Bounds of the reinstatement settings.
+inline constexpr std::int64_t max_remembered_value = 10'000'000;
+inline constexpr std::int64_t max_reinstate_rate = 1'000'000;
+inline constexpr std::int64_t max_reinstate_delay_ms = 600'000;
+
 /// Per-tenant caps; `std::less<>` so lookups by `std::string_view` do not allocate.
 using tenant_limit_map = std::map<std::string, std::int64_t, std::less<>>;
 
@@ -62,6 +67,19 @@ struct limiter_config {
     /// A caller in the waiting room that has not polled for this long is dropped from the line
     /// (it hung up, or the instance serving it died). Longer than the gap between two polls.
     std::chrono::seconds waiter_ttl{60};
+    /// Calls the limiter remembers so it can put their slots back after an outage or a data loss
+    /// (CALLS_MAX_REMEMBERED_CALLS); 0 remembers none. Past it, calls are still admitted but not
+    /// remembered (counted, and logged once per time the set fills up).
+    std::int64_t max_remembered_calls = 100'000;
+    /// How many slots per second the limiter puts back once the backend answers again
+    /// (CALLS_REINSTATE_PER_SECOND), so a recovering backend is not hit by every call at once.
+    std::int64_t reinstate_per_second = 500;
+    /// How long the limiter waits, once the backend answers again (or reports a data loss),
+    /// before it puts back the calls only admitted here (CALLS_REINSTATE_DELAY_MS): their end may
+    /// have reached another instance, which replays the release it kept during the outage on its
+    /// first successful call; waiting lets that land first, so such a call is not put back.
+    /// Calls held by a `slot_guard` here (or vouched for with `reinstate`) do not wait.
+    std::chrono::milliseconds reinstate_delay{2000};
 
     /// Reads the variables of the configuration table (see README); unset ones get defaults.
     /// Throws `config_error` naming the variable and the value on anything malformed.
@@ -138,6 +156,15 @@ inline void limiter_config::validate() const {
     if (local_max_active_calls < 0 || local_max_active_calls > max_cap_value)
         throw config_error("local_max_active_calls", std::to_string(local_max_active_calls),
                            "expected 0 (same as max_active_calls) or a positive integer");
+    if (max_remembered_calls < 0 || max_remembered_calls > max_remembered_value)
+        throw config_error("max_remembered_calls", std::to_string(max_remembered_calls),
+                           "expected 0 (remember none) to " + std::to_string(max_remembered_value));
+    if (reinstate_per_second < 1 || reinstate_per_second > max_reinstate_rate)
+        throw config_error("reinstate_per_second", std::to_string(reinstate_per_second),
+                           "expected 1 to " + std::to_string(max_reinstate_rate));
+    if (reinstate_delay.count() < 0 || reinstate_delay.count() > max_reinstate_delay_ms)
+        throw config_error("reinstate_delay", std::to_string(reinstate_delay.count()) + "ms",
+                           "expected 0 to " + std::to_string(max_reinstate_delay_ms) + " ms");
     for (const auto& [name, limit] : tenant_limits) {
         if (name.empty() || !tenant_problem(name).empty())
             throw config_error("tenant_limits", name, "invalid tenant name");
@@ -169,6 +196,13 @@ inline limiter_config limiter_config::from_env(const env_lookup& lookup) {
     if (auto v = env.get("CALLS_QUEUE_WAITER_TTL_SECONDS"))
         c.waiter_ttl = std::chrono::seconds(
             parse_positive("CALLS_QUEUE_WAITER_TTL_SECONDS", *v, max_ttl_seconds));
+    if (auto v = env.text("CALLS_MAX_REMEMBERED_CALLS"))
+        c.max_remembered_calls = parse_integer("CALLS_MAX_REMEMBERED_CALLS", *v, 0, max_remembered_value);
+    if (auto v = env.text("CALLS_REINSTATE_PER_SECOND"))
+        c.reinstate_per_second = parse_positive("CALLS_REINSTATE_PER_SECOND", *v, max_reinstate_rate);
+    if (auto v = env.text("CALLS_REINSTATE_DELAY_MS"))
+        c.reinstate_delay = std::chrono::milliseconds(
+            parse_integer("CALLS_REINSTATE_DELAY_MS", *v, 0, max_reinstate_delay_ms));
     return c;
 }
 

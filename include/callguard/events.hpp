@@ -24,6 +24,7 @@ enum class event_kind {
     queue_full,    ///< a caller was turned away: the line was full
     queue_left,    ///< a waiter left without a slot (hung up, ...)
     queue_timeout, ///< a waiter was let go after the application's longest wait
+    reinstated,           ///< a call in progress got its slot back (counted again, even over the cap)
 };
 
 constexpr std::string_view to_string(event_kind k) noexcept {
@@ -42,6 +43,7 @@ constexpr std::string_view to_string(event_kind k) noexcept {
     case event_kind::queue_full: return "queue_full";
     case event_kind::queue_left: return "queue_left";
     case event_kind::queue_timeout: return "queue_timeout";
+    case event_kind::reinstated: return "reinstated";
     }
     return "unknown";
 }
@@ -63,7 +65,7 @@ struct capacity_event {
 };
 
 /// Called synchronously on the thread that made the decision, after the decision, outside any
-/// lock of the limiter. Keep it quick (hand the event to a queue); exceptions are swallowed.
+/// lock of the limiter (for slots the limiter puts back on its own: its reinstatement thread). Keep it quick (hand the event to a queue); exceptions are swallowed.
 /// This is how an application records `rejected_capacity` rows in its own database.
 using event_observer = std::function<void(const capacity_event&)>;
 

@@ -19,6 +19,8 @@ struct capacity_counters {
     std::uint64_t admitted_fail_open = 0;
     std::uint64_t rejected_fail_closed = 0;
     std::uint64_t backend_errors = 0;
+    std::uint64_t reinstated = 0;     ///< slots put back for calls already in progress
+    std::uint64_t not_remembered = 0; ///< calls admitted while the remembered set was full
 };
 
 /// Prometheus text exposition (version 0.0.4) of a status and the counters: gauges for the
@@ -50,6 +52,14 @@ inline std::string to_prometheus(const capacity_status& s, const capacity_counte
     metric("fail_closed_total", "counter", "Calls rejected while the backend was unreachable.",
            c.rejected_fail_closed);
     metric("backend_errors_total", "counter", "Backend operations that failed.", c.backend_errors);
+    metric("reinstated_total", "counter",
+           "Slots put back for calls already in progress (after an outage or a data loss).",
+           c.reinstated);
+    metric("reinstate_pending", "gauge", "Calls in progress waiting for their slot to be put back.",
+           s.reinstate_pending);
+    metric("not_remembered_total", "counter",
+           "Calls admitted while the limiter's remembered set was full (not put back on their own).",
+           c.not_remembered);
     return fmt::to_string(out);
 }
 

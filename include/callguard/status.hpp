@@ -12,11 +12,15 @@ struct capacity_status {
     std::int64_t active_calls = 0;
     std::int64_t max_calls = 0;
     std::int64_t capacity_available = 0; ///< max(0, max_calls - active_calls)
+    // active_calls can be above max_calls: calls in progress whose slots were put back after an
+    // outage count even over the cap (new calls are rejected until the count is below it).
     bool at_capacity = false;
     bool backend_healthy = true;
     std::string backend; ///< "memory", "redis", ...
     /// Times the backend found its stored slots gone since start (see `reports_data_resets`).
     std::uint64_t backend_resets = 0;
+    /// Calls in progress the limiter will put back once the backend answers (metrics only).
+    std::int64_t reinstate_pending = 0;
 };
 
 /// `{"status":"ok","active_calls":8,"max_calls":15,"capacity_available":7,"at_capacity":false,

@@ -33,11 +33,12 @@ if grep -iE '^[A-Za-z0-9_]*hiredis[A-Za-z0-9_]*:' "$work/build/CMakeCache.txt" |
   grep -v '^CMAKE_DISABLE_FIND_PACKAGE_hiredis:'; then
   fail "hiredis was looked for in a build without Redis"
 fi
-targets=(quickstart raii_release calls_service contract_memory_tests)
+targets=(quickstart raii_release async_acquire calls_service contract_memory_tests)
 quiet build.log cmake --build "$work/build" -j2 --target "${targets[@]}"
 
 bin=$work/build
 programs=("$bin/examples/quickstart" "$bin/examples/raii_release/raii_release"
+  "$bin/examples/async_acquire/async_acquire"
   "$bin/examples/calls_service/calls_service" "$bin/tests/contract_memory_tests")
 for p in "${programs[@]}"; do
   [[ -x $p ]] || fail "$p was not built"

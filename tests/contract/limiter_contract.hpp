@@ -290,6 +290,99 @@ TEST_CASE_TEMPLATE_DEFINE("limiter contract: many threads never exceed the cap",
     CHECK(l->status().active_calls == 0);
 }
 
+TEST_CASE_TEMPLATE_DEFINE("limiter contract: reinstate puts a call in progress back, even over the cap", F,
+                          limiter_contract_reinstate) {
+    using callguard::acquire_outcome;
+    using callguard::reinstate_outcome;
+    F f;
+    auto l = contract::make_limiter(f, contract::cap(2));
+    REQUIRE(l->acquire("CA-a").outcome == acquire_outcome::acquired);
+    REQUIRE(l->acquire("CA-b").outcome == acquire_outcome::acquired);
+    auto r = l->reinstate("CA-live");
+    CHECK(r.outcome == reinstate_outcome::reinstated);
+    CHECK(r.active == 3);
+    CHECK(r.max == 2);
+    auto st = l->status();
+    CHECK(st.active_calls == 3); // the truth, above the cap
+    CHECK(st.max_calls == 2);
+    CHECK(st.capacity_available == 0);
+    CHECK(st.at_capacity);
+    // Idempotent, and counted once.
+    CHECK(l->reinstate("CA-live").outcome == reinstate_outcome::already_held);
+    CHECK(l->reinstate("CA-a").outcome == reinstate_outcome::already_held);
+    CHECK(l->status().active_calls == 3);
+    CHECK(l->counters().reinstated == 1);
+    // New calls wait until the count is below the cap, not merely at it.
+    CHECK(l->acquire("CA-new").outcome == acquire_outcome::rejected);
+    CHECK(l->acquire("CA-live").outcome == acquire_outcome::already_held);
+    CHECK(l->release("CA-a"));
+    CHECK(l->acquire("CA-new").outcome == acquire_outcome::rejected);
+    CHECK(l->refresh("CA-live"));
+    CHECK(l->release("CA-live"));
+    CHECK_FALSE(l->release("CA-live"));
+    CHECK(l->acquire("CA-new").outcome == acquire_outcome::acquired);
+    CHECK(l->status().active_calls == 2);
+
+    SUBCASE("tenant counts include reinstated calls") {
+        auto cfg = contract::cap(10);
+        cfg.tenant_limits = {{"biz1", 1}};
+        auto t = contract::make_limiter(f, cfg);
+        REQUIRE(t->acquire("CA-t1", "biz1").outcome == acquire_outcome::acquired);
+        CHECK(t->reinstate("CA-t2", "biz1").outcome == reinstate_outcome::reinstated);
+        auto rej = t->acquire("CA-t3", "biz1");
+        CHECK(rej.outcome == acquire_outcome::rejected);
+        CHECK(rej.tenant_limited);
+        CHECK(t->release("CA-t1"));
+        CHECK(t->acquire("CA-t3", "biz1").outcome == acquire_outcome::rejected); // 1 of 1 still
+        CHECK(t->release("CA-t2"));
+        CHECK(t->acquire("CA-t3", "biz1").outcome == acquire_outcome::acquired);
+    }
+    SUBCASE("bad input is refused and takes nothing") {
+        CHECK_THROWS_AS(l->reinstate(""), std::invalid_argument);
+        CHECK_THROWS_AS(l->reinstate(std::string(257, 'C')), std::invalid_argument);
+        CHECK_THROWS_AS(l->reinstate("CA-x", "bad tenant"), std::invalid_argument);
+        CHECK(l->status().active_calls == 2);
+    }
+}
+
+TEST_CASE_TEMPLATE_DEFINE("limiter contract: a reinstated slot expires after its TTL like any other", F,
+                          limiter_contract_reinstate_ttl) {
+    using namespace std::chrono_literals;
+    F f;
+    auto cfg = contract::cap(1);
+    cfg.slot_ttl = 1s;
+    auto l = contract::make_limiter(f, cfg);
+    REQUIRE(l->acquire("CA-held"));
+    REQUIRE(l->reinstate("CA-back").outcome == callguard::reinstate_outcome::reinstated);
+    CHECK(l->status().active_calls == 2);
+    std::this_thread::sleep_for(1200ms);
+    CHECK(l->status().active_calls == 0);
+    CHECK(l->acquire("CA-next").outcome == callguard::acquire_outcome::acquired);
+}
+
+TEST_CASE_TEMPLATE_DEFINE("limiter contract: many threads reinstating one call count it once", F,
+                          limiter_contract_reinstate_threads) {
+    F f;
+    auto a = contract::make_limiter(f, contract::cap(3));
+    auto b = contract::make_limiter(f, contract::cap(3));
+    std::atomic<int> reinstated{0}, held{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 8; ++t)
+        pool.emplace_back([&, t] {
+            auto& l = (t % 2) ? *a : *b;
+            for (int i = 0; i < 20; ++i) {
+                auto r = l.reinstate("CA-shared-" + std::to_string(i));
+                if (r.outcome == callguard::reinstate_outcome::reinstated) ++reinstated;
+                else if (r.outcome == callguard::reinstate_outcome::already_held) ++held;
+            }
+        });
+    for (auto& th : pool) th.join();
+    CHECK(reinstated.load() == 20);
+    CHECK(held.load() == 8 * 20 - 20);
+    CHECK(a->status().active_calls == 20);
+    CHECK(a->acquire("CA-new").outcome == callguard::acquire_outcome::rejected);
+}
+
 /// Runs the whole contract over one fixture type.
 #define CALLGUARD_LIMITER_CONTRACT(fixture)                                                      \
     TEST_CASE_TEMPLATE_INVOKE(limiter_contract, fixture);                                        \
@@ -301,4 +394,7 @@ TEST_CASE_TEMPLATE_DEFINE("limiter contract: many threads never exceed the cap",
     TEST_CASE_TEMPLATE_INVOKE(limiter_contract_instances, fixture);                              \
     TEST_CASE_TEMPLATE_INVOKE(limiter_contract_bad_input, fixture);                              \
     TEST_CASE_TEMPLATE_INVOKE(limiter_contract_guard, fixture);                                  \
-    TEST_CASE_TEMPLATE_INVOKE(limiter_contract_threads, fixture)
+    TEST_CASE_TEMPLATE_INVOKE(limiter_contract_threads, fixture);                                \
+    TEST_CASE_TEMPLATE_INVOKE(limiter_contract_reinstate, fixture);                              \
+    TEST_CASE_TEMPLATE_INVOKE(limiter_contract_reinstate_ttl, fixture);                          \
+    TEST_CASE_TEMPLATE_INVOKE(limiter_contract_reinstate_threads, fixture)

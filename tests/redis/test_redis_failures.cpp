@@ -2,6 +2,7 @@
 // an eviction policy that could reset the cap. The limiter must keep answering, quickly.
 
 #include "../support/doubles.hpp"
+#include "../support/probes.hpp"
 #include "redis_fixture.hpp"
 
 #include <callguard/callguard.hpp>
@@ -80,12 +81,15 @@ TEST_CASE("redis killed: fail-open at once, degraded status, one log line per tr
     // Back (empty, like a restarted server without persistence): healthy again, logged once.
     r.server.restart();
     REQUIRE(wait_healthy(r.limiter));
-    CHECK(r.limiter.acquire("CA-after").outcome == acquire_outcome::acquired);
     CHECK(r.logs.count_containing("[CAPACITY] BACKEND_UP backend=redis") == 1);
     // The old slot was lost with the dataset, and the limiter says so: once, in the log, the
-    // status JSON and the backend's count.
+    // status JSON and the backend's count. The 21 calls still in progress (CA-before and the
+    // 20 admitted fail-open) are put back, over the cap of 3, so a new call waits.
+    REQUIRE(test::eventually([&] { return r.limiter.reinstate_pending() == 0; }, 5s));
     auto after = r.limiter.status();
-    CHECK(after.active_calls == 1);
+    CHECK(after.active_calls == 21);
+    CHECK(after.at_capacity);
+    CHECK(r.limiter.acquire("CA-after").outcome == acquire_outcome::rejected);
     CHECK(after.backend_resets == 1);
     CHECK(callguard::to_json(after).find("\"backend_resets\":1") != std::string::npos);
     CHECK(r.logs.count_containing("[CAPACITY] BACKEND_DATA_LOST backend=redis resets=1") == 1);
@@ -104,11 +108,12 @@ TEST_CASE("redis: a flushed dataset is reported at the next reconnect, dropped c
     r.server.command({"CLIENT", "KILL", "TYPE", "normal"});
     CHECK(r.limiter.acquire("CA-third").outcome == acquire_outcome::acquired);
     CHECK(r.limiter.status().backend_resets == 1);
-    CHECK(r.limiter.status().active_calls == 1);
     CHECK(r.logs.count_containing("BACKEND_DATA_LOST") == 1);
+    // The two calls whose slots were flushed are put back by the limiter's own thread.
+    CHECK(test::eventually([&] { return r.limiter.status().active_calls == 3; }, 3s));
     // A second backend that never saw the old marker has nothing to report.
     callguard::redis_backend fresh(test::quick_options(r.server, r.prefix));
-    CHECK(fresh.active_count() == 1);
+    CHECK(fresh.active_count() == 3);
     CHECK(fresh.data_resets() == 0);
 }
 

@@ -5,11 +5,14 @@
 
 #include <callguard/callguard.hpp>
 
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace test {
@@ -86,14 +89,40 @@ struct event_log {
     }
 };
 
-/// A memory backend that can be told to fail like an unreachable server, and counts calls.
+/// A memory backend that can be told to fail like an unreachable server, or to lose every slot
+/// like a server restarted empty; counts calls and records each reinstatement's thread and time.
 class switchable_backend {
 public:
+    struct reinstate_call {
+        std::string call_id;
+        std::thread::id thread;
+        std::chrono::steady_clock::time_point at;
+        std::chrono::milliseconds ttl;
+    };
     struct control {
         std::atomic<bool> failing{false};
-        std::atomic<int> acquires{0}, releases{0}, refreshes{0}, counts{0};
+        std::atomic<int> acquires{0}, releases{0}, refreshes{0}, counts{0}, reinstates{0};
         std::atomic<int> waits{0}; ///< waiting-room polls and enqueues
         std::atomic<std::uint64_t> resets{0}; ///< what `data_resets()` reports
+
+        /// Every slot gone, and the loss reported (as a Redis restarted empty would).
+        void lose_data() {
+            std::lock_guard lk(mu);
+            inner = callguard::memory_backend{};
+            ++resets;
+        }
+        callguard::memory_backend storage() {
+            std::lock_guard lk(mu);
+            return inner; // a handle: copies share the slots
+        }
+        std::vector<reinstate_call> reinstate_calls() {
+            std::lock_guard lk(mu);
+            return calls;
+        }
+
+        std::mutex mu;
+        callguard::memory_backend inner;
+        std::vector<reinstate_call> calls;
     };
 
     switchable_backend() = default;
@@ -101,40 +130,50 @@ public:
     callguard::slot_reply try_acquire(const callguard::slot_request& r) {
         ++ctl_->acquires;
         check();
-        return inner_.try_acquire(r);
+        return ctl_->storage().try_acquire(r);
+    }
+    callguard::reinstate_reply reinstate(const callguard::slot_request& r) {
+        ++ctl_->reinstates;
+        {
+            std::lock_guard lk(ctl_->mu);
+            ctl_->calls.push_back({std::string(r.call_id), std::this_thread::get_id(),
+                                   std::chrono::steady_clock::now(), r.ttl});
+        }
+        check();
+        return ctl_->storage().reinstate(r);
     }
     callguard::release_reply release(std::string_view id) {
         ++ctl_->releases;
         check();
-        return inner_.release(id);
+        return ctl_->storage().release(id);
     }
     bool refresh(std::string_view id, std::chrono::milliseconds ttl) {
         ++ctl_->refreshes;
         check();
-        return inner_.refresh(id, ttl);
+        return ctl_->storage().refresh(id, ttl);
     }
     std::int64_t active_count() {
         ++ctl_->counts;
         check();
-        return inner_.active_count();
+        return ctl_->storage().active_count();
     }
     std::size_t cleanup_expired() {
         check();
-        return inner_.cleanup_expired();
+        return ctl_->storage().cleanup_expired();
     }
     // The waiting room, forwarded the same way.
     callguard::wait_reply wait_turn(const callguard::wait_request& r) {
         ++ctl_->waits;
         check();
-        return inner_.wait_turn(r);
+        return ctl_->storage().wait_turn(r);
     }
     callguard::leave_reply leave_line(std::string_view id) {
         check();
-        return inner_.leave_line(id);
+        return ctl_->storage().leave_line(id);
     }
     callguard::line_reply line_status() {
         check();
-        return inner_.line_status();
+        return ctl_->storage().line_status();
     }
 
     std::string_view name() const { return "switchable"; }
@@ -148,18 +187,30 @@ private:
         if (ctl_->failing.load()) throw callguard::backend_error("connection refused (test)");
     }
     std::shared_ptr<control> ctl_ = std::make_shared<control>();
-    callguard::memory_backend inner_;
 };
 static_assert(callguard::capacity_backend<switchable_backend>);
+static_assert(callguard::reinstates_slots<switchable_backend>);
 static_assert(callguard::reports_data_resets<switchable_backend>);
 static_assert(callguard::waiting_room_backend<switchable_backend>);
 static_assert(!callguard::reports_data_resets<callguard::memory_backend>);
+
+/// Threads of this process right now (from /proc).
+inline long thread_count() {
+    long n = 0;
+    if (DIR* d = ::opendir("/proc/self/task")) {
+        while (auto* e = ::readdir(d))
+            if (e->d_name[0] != '.') ++n;
+        ::closedir(d);
+    }
+    return n;
+}
 
 /// A config with a small cap and quiet logs, for tests.
 inline callguard::limiter_config small_config(std::int64_t cap) {
     callguard::limiter_config c;
     c.max_active_calls = cap;
     c.log_level = callguard::log_level::debug;
+    c.reinstate_delay = std::chrono::milliseconds(0); // tests of the delay set their own
     return c;
 }
 

@@ -44,6 +44,8 @@ template <class Clock = std::chrono::steady_clock>
 class basic_memory_backend {
 public:
     static constexpr std::size_t default_shards = 16;
+    /// Never waits for I/O: the async API (async.hpp) calls it at initiation.
+    static constexpr bool never_blocks = true;
 
     basic_memory_backend() : basic_memory_backend(Clock{}) {}
 
@@ -56,6 +58,29 @@ public:
         if (st.waiters.load() == 0)
             if (auto r = take_slot(req, now, true)) return *r;
         return acquire_in_line(req, now); // callers wait: decide in line order
+    }
+
+    /// Puts back a call's slot without a cap check (requirement 10 of `backend.hpp`): the counts
+    /// may go over the caps, and `try_acquire` rejects until they are below again. Releases are
+    /// not remembered, so the answer is never `released`.
+    reinstate_reply reinstate(const slot_request& req) {
+        auto& st = *state_;
+        const auto now = ticks(st.clock.now());
+        const auto expires = now + ttl_ticks(req.ttl);
+        tenant_counter* tc = req.tenant_max > 0 ? st.tenant(req.tenant) : nullptr;
+        auto& sh = st.shard_for(req.call_id);
+        std::lock_guard lk(sh.mu);
+        if (auto it = sh.slots.find(req.call_id); it != sh.slots.end()) {
+            if (it->second.expires > now) {
+                it->second.expires = std::max(it->second.expires, expires);
+                return {reinstate_state::already_held, st.active.load()};
+            }
+            st.erase(sh, it);
+        }
+        if (tc) tc->count.fetch_add(1);
+        const auto active = st.active.fetch_add(1) + 1;
+        st.insert(sh, req.call_id, slot{expires, tc});
+        return {reinstate_state::reinstated, active};
     }
 
     release_reply release(std::string_view call_id) {
@@ -407,5 +432,6 @@ using memory_backend = basic_memory_backend<>;
 
 static_assert(capacity_backend<memory_backend>);
 static_assert(waiting_room_backend<memory_backend>);
+static_assert(reinstates_slots<memory_backend>);
 
 } // namespace callguard

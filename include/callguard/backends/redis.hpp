@@ -16,6 +16,12 @@
 #include "../redis/detail/script_runner.hpp"
 #include "../redis/detail/tls_context.hpp"
 
+#include <utility> // before Asio
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/system_executor.hpp>
+
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -23,9 +29,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace callguard {
 
@@ -44,101 +53,74 @@ namespace callguard {
 /// Copies share connections, breaker and queue (a backend is a handle).
 class redis_backend {
 public:
+    /// For blocking callers: no thread, no executor of its own; the callers drive the I/O.
     explicit redis_backend(std::string_view url, std::string_view key_prefix = "calls")
         : redis_backend(with_prefix(redis_options::from_url(url), key_prefix)) {}
 
     explicit redis_backend(redis_options options)
         : st_(std::make_shared<state>(std::move(options))) {}
 
-    slot_reply try_acquire(const slot_request& req) {
-        auto& st = *st_;
-        const auto cap = std::to_string(req.max_active);
-        const auto ttl = std::to_string(req.ttl.count());
-        const auto tenant_cap = std::to_string(req.tenant_max);
-        auto r = guarded([&] {
-            return st.runner.run(detail::script_id::acquire, {st.active_key, st.owners_key},
-                                 {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base});
-        });
-        auto [code, live] = packed_of(r.get());
-        static constexpr std::array<slot_state, 5> states{
-            slot_state::acquired, slot_state::already_held, slot_state::rejected,
-            slot_state::rejected_tenant, slot_state::rejected_queue};
-        if (code < 0 || code > 4) throw redis_reply_error("unexpected acquire reply");
-        return {states[static_cast<std::size_t>(code)], live};
+    /// On an application's executor (an io_context's, a strand's, any Asio executor): all I/O
+    /// runs there, many commands in flight on each connection, and the `async_` members (and
+    /// `<callguard/async.hpp>`) complete there without a thread hand-off. The blocking members
+    /// still work from any thread that does not run `ex` (they wait for the executor); on a
+    /// thread that runs it they would wait for themselves, so they fail (the fail mode decides)
+    /// when the executor can tell. Destroy the backend before the executor's context.
+    template <class Executor>
+        requires std::convertible_to<Executor, boost::asio::any_io_executor>
+    redis_backend(const Executor& ex, std::string_view url, std::string_view key_prefix = "calls")
+        : redis_backend(ex, with_prefix(redis_options::from_url(url), key_prefix)) {}
+
+    template <class Executor>
+        requires std::convertible_to<Executor, boost::asio::any_io_executor>
+    redis_backend(const Executor& ex, redis_options options)
+        : st_(std::make_shared<state>(std::move(options), boost::asio::any_io_executor(ex), running_here_of(ex))) {}
+
+    /// The executor given at construction, or Asio's system executor (its own small pool of
+    /// threads) when none was: where completions of the `async_` members run.
+    boost::asio::any_io_executor get_executor() const noexcept { return st_->executor; }
+
+    // --- the capacity_backend operations; each one script, one round trip ------------------
+
+    slot_reply try_acquire(const slot_request& req);
+    release_reply release(std::string_view call_id);
+    bool refresh(std::string_view call_id, std::chrono::milliseconds ttl);
+    std::int64_t active_count();
+    std::size_t cleanup_expired();
+
+    /// The same operations without blocking (`async_capacity_backend`): `done(result, const
+    /// backend_error*)` runs exactly once, later, on the backend's executor; a non-null error
+    /// means the backend could not answer (the result is then empty). The arguments are copied.
+    template <class Done>
+    void async_try_acquire(const slot_request& req, Done done) {
+        acquire_op(req, nonblocking(std::move(done)));
+    }
+    template <class Done>
+    void async_release(std::string_view call_id, Done done) {
+        release_op(call_id, nonblocking(std::move(done), call_id));
+    }
+    template <class Done>
+    void async_refresh(std::string_view call_id, std::chrono::milliseconds ttl, Done done) {
+        refresh_op(call_id, ttl, nonblocking(std::move(done)));
+    }
+    template <class Done>
+    void async_active_count(Done done) {
+        count_op(nonblocking(std::move(done)));
     }
 
-    release_reply release(std::string_view call_id) {
-        try {
-            auto r = guarded([&] { return run_release(call_id); });
-            auto [freed, live] = packed_of(r.get());
-            return {freed == 1, live};
-        } catch (const redis_error&) {
-            keep_for_replay(call_id);
-            throw;
-        }
-    }
-
-    bool refresh(std::string_view call_id, std::chrono::milliseconds ttl) {
-        auto& st = *st_;
-        const auto ttl_text = std::to_string(ttl.count());
-        auto r = guarded([&] {
-            return st.runner.run(detail::script_id::refresh, {st.active_key, st.owners_key},
-                                 {call_id, ttl_text, st.base});
-        });
-        return integer_of(r.get()) == 1;
-    }
-
-    std::int64_t active_count() {
-        auto& st = *st_;
-        auto r = guarded([&] { return st.runner.run(detail::script_id::count, {st.active_key}, {}); });
-        return integer_of(r.get());
-    }
-
-    std::size_t cleanup_expired() {
-        auto& st = *st_;
-        auto r = guarded([&] {
-            return st.runner.run(detail::script_id::cleanup_expired, {st.active_key, st.owners_key},
-                                 {st.base});
-        });
-        return static_cast<std::size_t>(integer_of(r.get()));
+    /// Puts back the slot of a call already in progress, with no cap check (requirement 10 of
+    /// `backend.hpp`): `released` when the call was released within `release_memory`.
+    reinstate_reply reinstate(const slot_request& req);
+    template <class Done>
+    void async_reinstate(const slot_request& req, Done done) {
+        reinstate_op(req, nonblocking(std::move(done)));
     }
 
     // --- waiting room (waiting_room.hpp): one script each, keys under the same hash tag -----
 
-    wait_reply wait_turn(const wait_request& req) {
-        auto& st = *st_;
-        const auto cap = std::to_string(req.max_active);
-        const auto slot_ttl = std::to_string(req.slot_ttl.count());
-        const auto tenant_cap = std::to_string(req.tenant_max);
-        const auto waiter_ttl = std::to_string(req.waiter_ttl.count());
-        const auto max_length = std::to_string(req.join ? std::max<std::int64_t>(req.max_length, 0) : -1);
-        auto r = guarded([&] {
-            return st.runner.run(detail::script_id::wait_turn, {st.active_key},
-                                 {req.call_id, cap, slot_ttl, req.tenant, tenant_cap, waiter_ttl,
-                                  max_length});
-        });
-        const auto v = integers_of<6>(r.get());
-        if (v[0] < 0 || v[0] > static_cast<std::int64_t>(wait_state::not_waiting))
-            throw redis_reply_error("unexpected waiting-room reply");
-        return {static_cast<wait_state>(v[0]), v[1], v[2], v[3], std::chrono::milliseconds(v[4]),
-                v[5] == 1};
-    }
-
-    leave_reply leave_line(std::string_view call_id) {
-        auto& st = *st_;
-        auto r = guarded([&] {
-            return st.runner.run(detail::script_id::leave_line, {st.active_key}, {call_id});
-        });
-        const auto v = integers_of<4>(r.get());
-        return {v[0] == 1, v[1], std::chrono::milliseconds(v[2]), v[3]};
-    }
-
-    line_reply line_status() {
-        auto& st = *st_;
-        auto r = guarded([&] { return st.runner.run(detail::script_id::line_status, {st.active_key}, {}); });
-        const auto v = integers_of<2>(r.get());
-        return {v[0], std::chrono::milliseconds(v[1])};
-    }
+    wait_reply wait_turn(const wait_request& req);
+    leave_reply leave_line(std::string_view call_id);
+    line_reply line_status();
 
     std::string_view name() const noexcept { return "redis"; }
     bool healthy() const noexcept { return !st_->breaker.is_open(); }
@@ -170,18 +152,35 @@ private:
     /// One backend's parts; copies of the backend share them.
     struct state {
         redis_options options; // validated; the parts below refer to it
-        std::string base, active_key, owners_key;
+        std::string base, active_key, owners_key, released_key, release_memory_ms;
+        boost::asio::any_io_executor executor; // given, or the system executor
         detail::circuit_breaker breaker;
         detail::replay_queue replays;
         detail::dataset_marker marker;
         detail::eviction_check eviction;
         detail::script_runner runner; // last: its new connections run the checks above
 
+        /// Blocking callers drive the I/O.
         explicit state(redis_options o)
+            : state(std::move(o), boost::asio::system_executor(), [](state& s) {
+                  return detail::script_runner(s.options, s.check(), tls_of(s.options));
+              }) {}
+
+        /// The I/O runs on `ex`.
+        state(redis_options o, boost::asio::any_io_executor ex, detail::running_here_fn here)
+            : state(std::move(o), ex, [&](state& s) {
+                  return detail::script_runner(ex, std::move(here), s.options, s.check(), tls_of(s.options));
+              }) {}
+
+        template <class MakeRunner>
+        state(redis_options o, boost::asio::any_io_executor ex, MakeRunner make_runner)
             : options(validated(std::move(o))),
               base("{" + options.key_prefix + "}"),
               active_key(base + ":active"),
               owners_key(base + ":owners"),
+              released_key(base + ":released"),
+              release_memory_ms(std::to_string(options.release_memory.count())),
+              executor(std::move(ex)),
               breaker(options.probe_interval),
               replays(options.max_pending_releases),
               marker(base + ":epoch",
@@ -192,12 +191,14 @@ private:
                              "empty replica): slots held before are lost until their calls refresh "
                              "or end");
                      }),
-              runner(options,
-                     std::make_shared<detail::data_connection_check>(options, marker, eviction),
-                     tls_of(options)) {
+              runner(make_runner(*this)) {
             if (options.tls.enabled && !options.tls.verify)
                 options.on_warning("TLS certificate verification is off (tls.verify=0, CALLS_REDIS_TLS_VERIFY=0): "
                                    "the connection is encrypted but the server is not authenticated");
+        }
+
+        std::shared_ptr<detail::connection_check> check() {
+            return std::make_shared<detail::data_connection_check>(options, marker, eviction);
         }
 
         static detail::tls_setup tls_of(const redis_options& o) {
@@ -215,9 +216,249 @@ private:
         }
     };
 
-    detail::reply_ptr run_release(std::string_view call_id) {
+    // --- each operation described once: its script, keys, arguments and reply -------------
+    // `call(script, keys, args, parse)` runs it blocking (returns the parsed reply, throws
+    // `redis_error`) or asynchronously (hands it to a callback).
+
+    template <class Call>
+    auto acquire_op(const slot_request& req, Call&& call) {
         auto& st = *st_;
-        return st.runner.run(detail::script_id::release, {st.active_key, st.owners_key}, {call_id, st.base});
+        const auto cap = std::to_string(req.max_active);
+        const auto ttl = std::to_string(req.ttl.count());
+        const auto tenant_cap = std::to_string(req.tenant_max);
+        return call(detail::script_id::acquire, {st.active_key, st.owners_key},
+                    {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base}, [](const redisReply* r) {
+                        auto [code, live] = packed_of(r);
+                        static constexpr std::array<slot_state, 5> states{
+                            slot_state::acquired, slot_state::already_held, slot_state::rejected,
+                            slot_state::rejected_tenant, slot_state::rejected_queue};
+                        if (code < 0 || code > 4) throw redis_reply_error("unexpected acquire reply");
+                        return slot_reply{states[static_cast<std::size_t>(code)], live};
+                    });
+    }
+
+    template <class Call>
+    auto release_op(std::string_view call_id, Call&& call) {
+        auto& st = *st_;
+        return call(detail::script_id::release, {st.active_key, st.owners_key, st.released_key},
+                    {call_id, st.base, st.release_memory_ms}, [](const redisReply* r) {
+                        auto [freed, live] = packed_of(r);
+                        return release_reply{freed == 1, live};
+                    });
+    }
+
+    template <class Call>
+    auto reinstate_op(const slot_request& req, Call&& call) {
+        auto& st = *st_;
+        const auto ttl = std::to_string(req.ttl.count());
+        return call(detail::script_id::reinstate, {st.active_key, st.owners_key, st.released_key},
+                    {req.call_id, ttl, req.tenant, st.base}, [](const redisReply* r) {
+                        auto [code, live] = packed_of(r);
+                        static constexpr std::array<reinstate_state, 3> states{
+                            reinstate_state::reinstated, reinstate_state::already_held, reinstate_state::released};
+                        if (code < 0 || code > 2) throw redis_reply_error("unexpected reinstate reply");
+                        return reinstate_reply{states[static_cast<std::size_t>(code)], live};
+                    });
+    }
+
+    template <class Call>
+    auto refresh_op(std::string_view call_id, std::chrono::milliseconds ttl, Call&& call) {
+        auto& st = *st_;
+        const auto ttl_text = std::to_string(ttl.count());
+        return call(detail::script_id::refresh, {st.active_key, st.owners_key}, {call_id, ttl_text, st.base},
+                    [](const redisReply* r) { return integer_of(r) == 1; });
+    }
+
+    template <class Call>
+    auto count_op(Call&& call) {
+        return call(detail::script_id::count, {st_->active_key}, {}, [](const redisReply* r) { return integer_of(r); });
+    }
+
+    template <class Call>
+    auto cleanup_op(Call&& call) {
+        auto& st = *st_;
+        return call(detail::script_id::cleanup_expired, {st.active_key, st.owners_key}, {st.base},
+                    [](const redisReply* r) { return static_cast<std::size_t>(integer_of(r)); });
+    }
+
+    template <class Call>
+    auto wait_turn_op(const wait_request& req, Call&& call) {
+        const auto cap = std::to_string(req.max_active);
+        const auto slot_ttl = std::to_string(req.slot_ttl.count());
+        const auto tenant_cap = std::to_string(req.tenant_max);
+        const auto waiter_ttl = std::to_string(req.waiter_ttl.count());
+        const auto max_length = std::to_string(req.join ? std::max<std::int64_t>(req.max_length, 0) : -1);
+        return call(detail::script_id::wait_turn, {st_->active_key},
+                    {req.call_id, cap, slot_ttl, req.tenant, tenant_cap, waiter_ttl, max_length},
+                    [](const redisReply* r) {
+                        const auto v = integers_of<6>(r);
+                        if (v[0] < 0 || v[0] > static_cast<std::int64_t>(wait_state::not_waiting))
+                            throw redis_reply_error("unexpected waiting-room reply");
+                        return wait_reply{static_cast<wait_state>(v[0]), v[1], v[2], v[3],
+                                          std::chrono::milliseconds(v[4]), v[5] == 1};
+                    });
+    }
+
+    template <class Call>
+    auto leave_line_op(std::string_view call_id, Call&& call) {
+        return call(detail::script_id::leave_line, {st_->active_key}, {call_id}, [](const redisReply* r) {
+            const auto v = integers_of<4>(r);
+            return leave_reply{v[0] == 1, v[1], std::chrono::milliseconds(v[2]), v[3]};
+        });
+    }
+
+    template <class Call>
+    auto line_status_op(Call&& call) {
+        return call(detail::script_id::line_status, {st_->active_key}, {}, [](const redisReply* r) {
+            const auto v = integers_of<2>(r);
+            return line_reply{v[0], std::chrono::milliseconds(v[1])};
+        });
+    }
+
+    using string_views = std::initializer_list<std::string_view>;
+
+    /// Runs an operation on the calling thread (see `guarded`). A failed release is kept for
+    /// replay (`replay_id`).
+    struct blocking_call {
+        redis_backend* self;
+        std::string_view replay_id;
+
+        template <class Parse>
+        auto operator()(detail::script_id s, string_views keys, string_views args, Parse parse) const {
+            try {
+                auto r = self->guarded([&] {
+                    return self->st_->runner.run(s, std::span(keys.begin(), keys.size()),
+                                                 std::span(args.begin(), args.size()));
+                });
+                return parse(r.get());
+            } catch (const redis_error&) {
+                if (!replay_id.empty()) self->keep_for_replay(replay_id);
+                throw;
+            }
+        }
+    };
+    blocking_call blocking(std::string_view replay_id = {}) { return {this, replay_id}; }
+
+    /// Runs an operation without blocking the caller; `done(result, const backend_error*)`.
+    template <class Done>
+    struct async_call {
+        std::shared_ptr<state> st; // kept alive until the operation completes
+        Done done;
+        std::string replay_id;
+
+        template <class Parse>
+        void operator()(detail::script_id s, string_views keys, string_views args, Parse parse) {
+            using result = decltype(parse(nullptr));
+            if (!st->runner.on_executor()) return blocking_elsewhere<result>(s, keys, args, std::move(parse));
+            if (!st->breaker.allow()) {
+                if (!replay_id.empty()) keep_for_replay(*st, replay_id); // as a blocking release would
+                boost::asio::post(st->executor, [st = st, done = std::move(done)]() mutable {
+                    redis_unavailable e(unavailable_message(*st));
+                    done(result{}, static_cast<const backend_error*>(&e));
+                });
+                return;
+            }
+            st->runner.async_run(
+                s, std::span(keys.begin(), keys.size()), std::span(args.begin(), args.size()),
+                [st = st, parse = std::move(parse), done = std::move(done),
+                 replay_id = std::move(replay_id)](detail::reply_ptr r, const detail::failure& why) mutable {
+                    if (!why) {
+                        std::optional<result> value;
+                        detail::failure bad;
+                        try {
+                            value.emplace(parse(r.get()));
+                        } catch (...) {
+                            bad = detail::failure::current();
+                        }
+                        if (value) {
+                            st->breaker.record_success();
+                            if (!st->replays.empty()) replay_some_async(st);
+                            return done(std::move(*value), static_cast<const backend_error*>(nullptr));
+                        }
+                        return failed<result>(*st, bad, replay_id, done);
+                    }
+                    failed<result>(*st, why, replay_id, done);
+                });
+        }
+
+        /// A backend without an executor of its own: the blocking operation runs on a thread of
+        /// Asio's system executor, never on the caller's.
+        template <class Result, class Parse>
+        void blocking_elsewhere(detail::script_id s, string_views keys, string_views args, Parse parse) {
+            std::vector<std::string> owned;
+            owned.reserve(keys.size() + args.size());
+            for (auto k : keys) owned.emplace_back(k);
+            for (auto a : args) owned.emplace_back(a);
+            boost::asio::post(st->executor, [st = st, s, nkeys = keys.size(), owned = std::move(owned),
+                                             parse = std::move(parse), done = std::move(done),
+                                             replay_id = std::move(replay_id)]() mutable {
+                std::vector<std::string_view> views(owned.begin(), owned.end());
+                redis_backend self(st);
+                std::optional<Result> value;
+                try {
+                    auto r = self.guarded([&] {
+                        return st->runner.run(s, std::span(views).first(nkeys), std::span(views).subspan(nkeys));
+                    });
+                    value.emplace(parse(r.get()));
+                } catch (const backend_error& e) {
+                    if (!replay_id.empty()) self.keep_for_replay(replay_id);
+                    return done(Result{}, static_cast<const backend_error*>(&e));
+                }
+                done(std::move(*value), static_cast<const backend_error*>(nullptr));
+            });
+        }
+    };
+
+    template <class Done>
+    async_call<Done> nonblocking(Done done, std::string_view replay_id = {}) {
+        return {st_, std::move(done), std::string(replay_id)};
+    }
+
+    /// An asynchronous operation failed: the breaker learns it, a release is kept for replay,
+    /// and the callback hears the error.
+    template <class Result, class Done>
+    static void failed(state& st, const detail::failure& why, const std::string& replay_id, Done& done) {
+        st.breaker.record_failure(why.message);
+        if (!replay_id.empty()) keep_for_replay(st, replay_id);
+        why.with_error([&](const redis_error& e) { done(Result{}, static_cast<const backend_error*>(&e)); });
+    }
+
+    /// Replays kept releases without blocking, a batch at a time; failures go back in the queue.
+    static void replay_some_async(const std::shared_ptr<state>& st) noexcept {
+        std::vector<std::string> batch;
+        try {
+            batch = st->replays.take(replay_batch);
+        } catch (...) {
+            return;
+        }
+        for (auto& id : batch) {
+            try {
+                st->runner.async_run(detail::script_id::release,
+                                     std::array<std::string_view, 3>{st->active_key, st->owners_key, st->released_key},
+                                     std::array<std::string_view, 3>{id, st->base, st->release_memory_ms},
+                                     [st, id](detail::reply_ptr, const detail::failure& why) {
+                                         if (why) keep_for_replay(*st, id);
+                                     });
+            } catch (...) {
+                keep_for_replay(*st, id);
+            }
+        }
+    }
+
+    explicit redis_backend(std::shared_ptr<state> st) noexcept : st_(std::move(st)) {}
+
+    static std::string unavailable_message(state& st) {
+        return "Redis unavailable (circuit open, next probe within " +
+               std::to_string(st.breaker.probe_interval().count()) + " ms); last error: " + st.breaker.last_error();
+    }
+
+    /// Tells whether the calling thread runs `ex`, when the executor can tell.
+    template <class Executor>
+    static detail::running_here_fn running_here_of(const Executor& ex) {
+        if constexpr (requires { ex.running_in_this_thread(); })
+            return [ex] { return ex.running_in_this_thread(); };
+        else
+            return {};
     }
 
     /// Runs one network operation behind the breaker; maps its outcome onto the breaker, and
@@ -225,10 +466,7 @@ private:
     template <class Op>
     auto guarded(Op&& op) -> decltype(op()) {
         auto& st = *st_;
-        if (!st.breaker.allow())
-            throw redis_unavailable("Redis unavailable (circuit open, next probe within " +
-                                    std::to_string(st.breaker.probe_interval().count()) +
-                                    " ms); last error: " + st.breaker.last_error());
+        if (!st.breaker.allow()) throw redis_unavailable(unavailable_message(st));
         try {
             auto result = op();
             st.breaker.record_success();
@@ -236,6 +474,8 @@ private:
             return result;
         } catch (const redis_pool_timeout&) {
             throw; // busy, not broken: the breaker stays as it is
+        } catch (const redis_wrong_thread&) {
+            throw; // a misuse, not a broken server
         } catch (const redis_error& e) {
             st.breaker.record_failure(e.what());
             // Idle connections are likely dead too (a restarted server): drop them now rather
@@ -245,11 +485,13 @@ private:
         }
     }
 
-    void keep_for_replay(std::string_view call_id) noexcept {
-        if (st_->replays.keep(call_id) != detail::replay_queue::keep_result::first_drop) return;
+    void keep_for_replay(std::string_view call_id) noexcept { keep_for_replay(*st_, call_id); }
+
+    static void keep_for_replay(state& st, std::string_view call_id) noexcept {
+        if (st.replays.keep(call_id) != detail::replay_queue::keep_result::first_drop) return;
         try {
-            st_->options.on_warning("release replay queue is full; further releases while Redis is "
-                                    "unreachable are left to the slot TTL");
+            st.options.on_warning("release replay queue is full; further releases while Redis is "
+                                  "unreachable are left to the slot TTL");
         } catch (...) {
         }
     }
@@ -264,7 +506,10 @@ private:
         }
         for (std::size_t i = 0; i < batch.size(); ++i) {
             try {
-                run_release(batch[i]);
+                auto& st = *st_;
+                const std::array<std::string_view, 3> keys{st.active_key, st.owners_key, st.released_key};
+                const std::array<std::string_view, 3> args{batch[i], st.base, st.release_memory_ms};
+                st.runner.run(detail::script_id::release, keys, args);
             } catch (...) {
                 for (std::size_t j = i; j < batch.size(); ++j) keep_for_replay(batch[j]);
                 return;
@@ -296,8 +541,22 @@ private:
     std::shared_ptr<state> st_;
 };
 
+// The blocking operations, defined once every operation's description above is complete.
+inline slot_reply redis_backend::try_acquire(const slot_request& req) { return acquire_op(req, blocking()); }
+inline release_reply redis_backend::release(std::string_view call_id) { return release_op(call_id, blocking(call_id)); }
+inline bool redis_backend::refresh(std::string_view call_id, std::chrono::milliseconds ttl) {
+    return refresh_op(call_id, ttl, blocking());
+}
+inline std::int64_t redis_backend::active_count() { return count_op(blocking()); }
+inline std::size_t redis_backend::cleanup_expired() { return cleanup_op(blocking()); }
+inline reinstate_reply redis_backend::reinstate(const slot_request& req) { return reinstate_op(req, blocking()); }
+inline wait_reply redis_backend::wait_turn(const wait_request& req) { return wait_turn_op(req, blocking()); }
+inline leave_reply redis_backend::leave_line(std::string_view call_id) { return leave_line_op(call_id, blocking()); }
+inline line_reply redis_backend::line_status() { return line_status_op(blocking()); }
+
 static_assert(capacity_backend<redis_backend>);
 static_assert(waiting_room_backend<redis_backend>);
 static_assert(max_skipped_waiters == 1000, "the admission walk in scripts.hpp counts to 1000");
+static_assert(reinstates_slots<redis_backend>);
 
 } // namespace callguard

@@ -22,4 +22,12 @@ struct archetype_backend {
 };
 static_assert(capacity_backend<archetype_backend>);
 
+/// The same, able to put slots back.
+struct archetype_reinstating_backend : archetype_backend {
+    reinstate_reply reinstate(const slot_request&) { return {}; }
+};
+static_assert(capacity_backend<archetype_reinstating_backend>);
+static_assert(reinstates_slots<archetype_reinstating_backend>);
+static_assert(!reinstates_slots<archetype_backend>);
+
 } // namespace callguard::detail

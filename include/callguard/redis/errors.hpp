@@ -42,4 +42,12 @@ public:
     using redis_error::redis_error;
 };
 
+/// A blocking call on a thread that runs the backend's own executor: it would wait for itself,
+/// so it is refused (the fail mode decides that call; Redis itself may be fine). Use the async
+/// API (`callguard/async.hpp`) on that thread.
+class redis_wrong_thread : public redis_error {
+public:
+    using redis_error::redis_error;
+};
+
 } // namespace callguard

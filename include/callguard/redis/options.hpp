@@ -83,6 +83,12 @@ struct redis_options {
     std::chrono::milliseconds probe_interval{1000};
     /// Releases that failed while Redis was unreachable, kept and replayed when it answers again.
     std::size_t max_pending_releases = 10000;
+    /// How long a released call id is remembered (`{prefix}:released`), so that a late
+    /// reinstatement (another instance putting back a call it admitted during an outage) does not
+    /// bring back a call that ended; 0 remembers nothing. It needs to cover the time instances
+    /// take to put their calls back after an outage, not the outage itself (a release that fails
+    /// during the outage is replayed when Redis answers, and remembered from then on).
+    std::chrono::milliseconds release_memory{std::chrono::minutes(10)};
     /// Receives operational warnings (an eviction policy that can drop our keys, a dropped
     /// queued release). Default: one line on stderr.
     std::function<void(std::string_view)> on_warning;
@@ -150,6 +156,8 @@ inline void redis_options::validate() const {
     if (topology == redis_topology::cluster && db != 0)
         fail("db", std::to_string(db), "Redis Cluster has only db 0");
     if (db < 0) fail("db", std::to_string(db), "db must be non-negative");
+    if (release_memory.count() < 0)
+        fail("release_memory", std::to_string(release_memory.count()), "expected 0 or a positive duration");
     if (connect_timeout.count() < 1)
         fail("connect_timeout", std::to_string(connect_timeout.count()), "timeouts must be positive");
     if (command_timeout.count() < 1)

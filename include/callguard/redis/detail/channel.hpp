@@ -374,6 +374,16 @@ private:
         if (gen != gen_ || closed_) return;
         if (!in_flight_.empty() && !reading_) start_read();
         pump();
+        if (in_flight_.empty() && queue_.empty() && phase_ == phase::ready) disarm_timer();
+    }
+
+    /// Nothing is waiting for a reply: no deadline to watch, and no pending wait to keep an
+    /// io_context's `run()` from returning.
+    void disarm_timer() {
+        if (!timer_armed_) return;
+        timer_armed_ = false;
+        ++timer_gen_;
+        timer_.cancel();
     }
 
     /// The connection broke while connected (or while its handshake was in flight).

@@ -30,6 +30,17 @@ struct failure {
         }
     }
 
+    /// Calls `f` with the exception object for this failure (without throwing it): for
+    /// asynchronous completions, which hand an error to a callback.
+    template <class F>
+    decltype(auto) with_error(F&& f) const {
+        switch (what) {
+        case kind::timeout: return f(redis_timeout_error(message));
+        case kind::reply: return f(redis_reply_error(message));
+        default: return f(redis_io_error(message));
+        }
+    }
+
     /// The failure an exception in flight stands for.
     static failure current() noexcept {
         try {

@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -45,7 +46,7 @@ public:
     static constexpr int max_hops = 5;
 
     script_call(script_context& ctx, std::shared_ptr<channel> ch, script_id id,
-                std::initializer_list<std::string_view> keys, std::initializer_list<std::string_view> args, Done done)
+                std::span<const std::string_view> keys, std::span<const std::string_view> args, Done done)
         : ctx_(ctx), ch_(std::move(ch)), id_(id), argc_(3 + keys.size() + args.size()), done_(std::move(done)) {
         append_bulk(tail_, std::to_string(keys.size()));
         for (auto k : keys) append_bulk(tail_, k);
@@ -165,8 +166,7 @@ private:
 /// channel's strand (or the strand of a one-off connection the call used).
 template <class Done>
 void start_script_call(script_context& ctx, std::shared_ptr<channel> ch, script_id id,
-                       std::initializer_list<std::string_view> keys, std::initializer_list<std::string_view> args,
-                       Done done) {
+                       std::span<const std::string_view> keys, std::span<const std::string_view> args, Done done) {
     std::make_shared<script_call<Done>>(ctx, std::move(ch), id, keys, args, std::move(done))->start();
 }
 

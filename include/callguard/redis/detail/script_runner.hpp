@@ -29,6 +29,7 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,8 +97,7 @@ public:
 
     /// One script call; blocks until it is answered or fails. The reply is never an error
     /// reply; throws `redis_error`.
-    reply_ptr run(script_id s, std::initializer_list<std::string_view> keys,
-                  std::initializer_list<std::string_view> args) {
+    reply_ptr run(script_id s, std::span<const std::string_view> keys, std::span<const std::string_view> args) {
         if (on_executor_) return run_waiting(s, keys, args);
         if (o_.connection_mode == redis_connection_mode::pooled) {
             auto held = lease();
@@ -110,8 +110,8 @@ public:
     /// On an executor: starts a call and returns at once; `done(reply_ptr, const failure&)` runs
     /// exactly once, later, on a strand of that executor. The reply is never an error reply.
     template <class Done>
-    void async_run(script_id s, std::initializer_list<std::string_view> keys,
-                   std::initializer_list<std::string_view> args, Done done) {
+    void async_run(script_id s, std::span<const std::string_view> keys, std::span<const std::string_view> args,
+                   Done done) {
         auto& l = *lanes_[lanes_.size() == 1 ? 0 : next_lane_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()];
         start_script_call(ctx_, l.ch, s, keys, args, std::move(done));
     }
@@ -166,8 +166,8 @@ private:
         return std::make_shared<channel>(std::move(ex), std::move(s));
     }
 
-    reply_ptr run_on(lane& l, script_id s, std::initializer_list<std::string_view> keys,
-                     std::initializer_list<std::string_view> args) {
+    reply_ptr run_on(lane& l, script_id s, std::span<const std::string_view> keys,
+                     std::span<const std::string_view> args) {
         blocking_driver::waiter w;
         reply_ptr out;
         failure why;
@@ -182,27 +182,35 @@ private:
     }
 
     /// On an executor that other threads run: start the call there and wait for it.
-    reply_ptr run_waiting(script_id s, std::initializer_list<std::string_view> keys,
-                          std::initializer_list<std::string_view> args) {
+    reply_ptr run_waiting(script_id s, std::span<const std::string_view> keys,
+                          std::span<const std::string_view> args) {
         if (running_here_ && running_here_())
-            throw redis_io_error("a blocking call on a thread that runs the Redis backend's executor would wait "
-                                 "for itself: use the async API (callguard/async.hpp) there");
-        std::mutex mu;
-        std::condition_variable cv;
-        bool done = false;
-        reply_ptr out;
-        failure why;
-        async_run(s, keys, args, [&](reply_ptr r, const failure& f) {
-            std::lock_guard lk(mu);
-            out = std::move(r);
-            why = f;
-            done = true;
-            cv.notify_one();
+            throw redis_wrong_thread("a blocking call on a thread that runs the Redis backend's executor would "
+                                     "wait for itself: use the async API (callguard/async.hpp) there");
+        // Shared with the call: if the executor never runs it (stopped), this caller stops
+        // waiting after the longest a call can take, and the call may still end later.
+        struct waiting {
+            std::mutex mu;
+            std::condition_variable cv;
+            bool done = false;
+            reply_ptr out;
+            failure why;
+        };
+        auto w = std::make_shared<waiting>();
+        async_run(s, keys, args, [w](reply_ptr r, const failure& f) {
+            std::lock_guard lk(w->mu);
+            w->out = std::move(r);
+            w->why = f;
+            w->done = true;
+            w->cv.notify_one();
         });
-        std::unique_lock lk(mu);
-        cv.wait(lk, [&] { return done; });
-        if (why) why.raise();
-        return out;
+        const auto limit = 2 * o_.connect_timeout + 4 * o_.command_timeout + std::chrono::milliseconds(100);
+        std::unique_lock lk(w->mu);
+        if (!w->cv.wait_for(lk, limit, [&] { return w->done; }))
+            throw redis_timeout_error("the Redis backend's executor did not run the call within " +
+                                      std::to_string(limit.count()) + " ms (is it running?)");
+        if (w->why) w->why.raise();
+        return std::move(w->out);
     }
 
     // --- pooled mode ----------------------------------------------------------------------

@@ -7,6 +7,8 @@
 //   {prefix}:active           sorted set, member = call id, score = expiry (ms, server time)
 //   {prefix}:tenant:<name>    sorted set per tenant, same members and scores
 //   {prefix}:owners           hash, call id -> tenant (to find the tenant set on release)
+//   {prefix}:released         sorted set, member = call id released lately, score = when it is
+//                             forgotten (ms): a late reinstatement does not bring the call back
 // The waiting room (only while someone waits; each key expires on its own when idle):
 //   {prefix}:waiting          sorted set, member = call id, score = ticket (last ticket + 1 at
 //                             join, so arrival order is total across every instance)
@@ -166,7 +168,8 @@ namespace callguard::detail::lua {
 /// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),
 /// key base ("{prefix}"). Returns 10 * live + state; state: 0 acquired, 1 already held,
 /// 2 rejected, 3 rejected by the tenant cap, 4 rejected because the free slots go to callers in
-/// line. While nobody waits, the waiting room costs one EXISTS.
+/// line. While nobody waits, the waiting room costs one EXISTS. A new admission forgets an
+/// earlier release of the same id (`{prefix}:released`, named from the base).
 inline constexpr std::string_view acquire = CALLGUARD_LUA_NOW R"lua(
 local active, owners = KEYS[1], KEYS[2]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -216,15 +219,25 @@ if tk then
   redis.call('HSET', owners, id, tenant)
 )lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
 end
+redis.call('ZREM', base .. ':released', id)
 return 10 * (live + 1)
 )lua";
 
-/// KEYS: active, owners. ARGV: call id, key base. Returns 10 * live + freed (1 when the call's
-/// slot was there and is gone now). No clock: a slot past its TTL that no acquire has purged yet
-/// is removed like a live one, and the count is the set's size, which may include such slots.
+/// KEYS: active, owners, released. ARGV: call id, key base, how long to remember the release
+/// (ms, 0 = not at all). Returns 10 * live + freed (1 when the call's slot was there and is gone
+/// now). The clock is read only to remember the release: a slot past its TTL that no acquire has
+/// purged yet is removed like a live one, and the count is the set's size, which may include
+/// such slots.
 inline constexpr std::string_view release = R"lua(
-local active, owners = KEYS[1], KEYS[2]
-local id, base = ARGV[1], ARGV[2]
+local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
+local id, base, remember = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if remember > 0 then
+)lua" CALLGUARD_LUA_NOW R"lua(
+  -- Each id is forgotten once, so this costs O(log n) per release over time.
+  redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
+  redis.call('ZADD', released, now + remember, id)
+)lua" CALLGUARD_LUA_KEEP("released", "remember") R"lua(
+end
 local freed = redis.call('ZREM', active, id)
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
 return 10 * redis.call('ZCARD', active) + freed
@@ -239,6 +252,37 @@ if not held or tonumber(held) <= now then return 0 end
 local expires = now + ttl
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
 return 1
+)lua";
+
+/// KEYS: active, owners, released. ARGV: call id, ttl ms, tenant ('' = none), key base.
+/// Puts back the slot of a call already in progress, with no cap check: the counts may exceed
+/// the caps (acquire then rejects until they are below). Returns 10 * live + state; state:
+/// 0 reinstated, 1 already held (expiry pushed), 2 released lately (left out).
+inline constexpr std::string_view reinstate = CALLGUARD_LUA_NOW R"lua(
+local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
+local id, ttl, tenant, base = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local expires = now + ttl
+)lua" CALLGUARD_LUA_LIVE_COUNT R"lua(
+local held = redis.call('ZSCORE', active, id)
+if held and tonumber(held) > now then
+)lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
+  return 10 * live + 1
+end
+local gone = redis.call('ZSCORE', released, id)
+if gone and tonumber(gone) > now then return 10 * live + 2 end
+if held then -- expired but not purged yet: put back afresh, without its old tenant entry
+)lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+end
+if tenant ~= '' then
+  local tk = base .. ':tenant:' .. tenant
+  redis.call('ZADD', tk, expires, id)
+)lua" CALLGUARD_LUA_KEEP("tk", "ttl") R"lua(
+  redis.call('HSET', owners, id, tenant)
+)lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
+end
+redis.call('ZADD', active, expires, id)
+)lua" CALLGUARD_LUA_KEEP("active", "ttl") R"lua(
+return 10 * (live + 1)
 )lua";
 
 /// KEYS: active. Returns the number of live slots.
@@ -285,7 +329,7 @@ if held and tonumber(held) > now then
   return {2, 0, redis.call('ZCARD', waiting), live, 0, 0}
 end
 -- Takes a slot for `m` of tenant `t`, as acquire does (an expired slot of `m` is taken afresh,
--- without its old tenant entry).
+-- without its old tenant entry; an earlier release of `m` is forgotten).
 local function take(m, t)
   local expires = now + slot_ttl
   if held then
@@ -305,6 +349,7 @@ local function take(m, t)
   end
   redis.call('ZADD', active, expires, m)
   extend(active, slot_ttl)
+  redis.call('ZREM', base .. ':released', m)
 end
 local function keep_line()
   extend(waiting, waiter_ttl)
@@ -379,10 +424,10 @@ namespace callguard::detail {
 
 /// The scripts by name, for the SHA cache and the dispatcher.
 enum class script_id : std::size_t {
-    acquire, release, refresh, count, cleanup_expired,
+    acquire, release, refresh, count, cleanup_expired, reinstate,
     wait_turn, leave_line, line_status, // the waiting room
 };
-inline constexpr std::size_t script_count = 8;
+inline constexpr std::size_t script_count = 9;
 
 constexpr std::string_view script_source(script_id s) noexcept {
     switch (s) {
@@ -391,6 +436,7 @@ constexpr std::string_view script_source(script_id s) noexcept {
     case script_id::refresh: return lua::refresh;
     case script_id::count: return lua::count;
     case script_id::cleanup_expired: return lua::cleanup_expired;
+    case script_id::reinstate: return lua::reinstate;
     case script_id::wait_turn: return lua::wait_turn;
     case script_id::leave_line: return lua::leave_line;
     case script_id::line_status: return lua::line_status;

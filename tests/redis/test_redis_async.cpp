@@ -1,0 +1,194 @@
+// The async API over a Redis backend on an io_context, against a real redis-server (behind the
+// fault proxy where the test needs slow, cut or frozen replies): commands in flight together
+// (pipelined, not one after the other), every handler answered exactly once by the fail mode
+// when the connection breaks or the server freezes, and blocking calls that would wait for
+// themselves refused on the executor's own thread.
+
+#include "../support/doubles.hpp"
+#include "../support/io_thread.hpp"
+#include "../support/probes.hpp"
+#include "../support/tcp_proxy.hpp"
+#include "redis_fixture.hpp"
+
+#include <callguard/async.hpp>
+#include <callguard/callguard.hpp>
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using callguard::acquire_outcome;
+using redis_limiter = callguard::capacity_limiter<callguard::redis_backend>;
+using clock_type = std::chrono::steady_clock;
+namespace asio = boost::asio;
+
+namespace {
+
+callguard::redis_options options(const std::string& url, std::chrono::milliseconds timeout = 300ms) {
+    auto o = test::quick_options(url, test::unique_prefix("async"));
+    o.connect_timeout = o.command_timeout = timeout;
+    return o;
+}
+
+/// Starts `n` async_acquire on the io thread at once; returns each outcome (in completion
+/// order), how many handlers ran per call, and how long the whole batch took.
+struct batch_result {
+    std::vector<acquire_outcome> outcomes;
+    std::vector<int> calls_per_handler;
+    clock_type::duration took{};
+};
+
+batch_result acquire_batch(test::io_thread& io, redis_limiter& l, int n, const std::string& stem) {
+    auto r = std::make_shared<batch_result>();
+    r->calls_per_handler.assign(static_cast<std::size_t>(n), 0);
+    auto mu = std::make_shared<std::mutex>();
+    auto done = std::make_shared<std::promise<void>>();
+    auto remaining = std::make_shared<std::atomic<int>>(n);
+    auto t0 = std::make_shared<clock_type::time_point>();
+    asio::post(io.context(), [&, r, mu, done, remaining, t0, n] {
+        *t0 = clock_type::now();
+        for (int i = 0; i < n; ++i)
+            callguard::async_acquire(l, stem + std::to_string(i), [=](callguard::acquire_result a) {
+                std::lock_guard lk(*mu);
+                r->outcomes.push_back(a.outcome);
+                if (++r->calls_per_handler[static_cast<std::size_t>(i)] == 1 && --*remaining == 0) {
+                    r->took = clock_type::now() - *t0;
+                    done->set_value();
+                }
+            });
+    });
+    REQUIRE(done->get_future().wait_for(20s) == std::future_status::ready);
+    std::this_thread::sleep_for(100ms); // a second call of any handler would show now
+    std::lock_guard lk(*mu);
+    return *r;
+}
+
+long long ms(clock_type::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
+
+} // namespace
+
+TEST_CASE("async redis: 64 acquires from one thread travel together (20 ms added per reply)") {
+    test::redis_server srv;
+    test::tcp_proxy proxy{srv.port()};
+    test::io_thread io;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(proxy.url(), 1000ms)), test::small_config(1000),
+                    {callguard::null_sink(), {}});
+    // Warm up: the connection, its handshake and the script load, before the clock starts.
+    REQUIRE(acquire_batch(io, l, 1, "CA-warm").outcomes.front() == acquire_outcome::acquired);
+    proxy.set_latency(10ms); // each way: 20 ms more per round trip
+    const auto r = acquire_batch(io, l, 64, "CA-p");
+    MESSAGE("64 pipelined acquires through +20 ms replies took " << ms(r.took) << " ms");
+    CHECK(std::count(r.outcomes.begin(), r.outcomes.end(), acquire_outcome::acquired) == 64);
+    CHECK(ms(r.took) < 60); // one at a time would take 64 x 20 ms
+    CHECK(srv.integer({"ZCARD", "{" + l.backend().options().key_prefix + "}:active"}) == 65);
+}
+
+TEST_CASE("async redis: a connection cut with commands in flight answers every handler once, by the fail mode") {
+    test::redis_server srv;
+    test::tcp_proxy proxy{srv.port()};
+    test::io_thread io;
+    test::capture_sink logs;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(proxy.url(), 2000ms)), test::small_config(1000),
+                    {logs.sink(), {}});
+    REQUIRE(acquire_batch(io, l, 1, "CA-warm").outcomes.front() == acquire_outcome::acquired);
+    proxy.set_latency(200ms); // the commands stay in flight long enough to be cut
+    std::thread cutter([&] {
+        std::this_thread::sleep_for(100ms);
+        proxy.cut_replies_after(0);
+        proxy.drop_all();
+    });
+    const auto r = acquire_batch(io, l, 48, "CA-cut");
+    cutter.join();
+    for (int c : r.calls_per_handler) CHECK(c == 1);
+    // The cut broke a connection that had answered before: the commands are sent once more, and
+    // that connection is cut as well, so every caller gets the fail mode's answer.
+    CHECK(std::count(r.outcomes.begin(), r.outcomes.end(), acquire_outcome::admitted_fail_open) == 48);
+    CHECK(logs.count_containing("BACKEND_DOWN") == 1);
+    // Back: the proxy passes again, the backend recovers.
+    proxy.cut_replies_after(std::size_t(1) << 40);
+    proxy.set_latency(0ms);
+    CHECK(test::eventually([&] { return acquire_batch(io, l, 1, "CA-back").outcomes.front() == acquire_outcome::acquired; },
+                           5s));
+}
+
+TEST_CASE("async redis: a frozen server: every handler answers within one timeout") {
+    test::redis_server srv;
+    test::io_thread io;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url(), 300ms)), test::small_config(1000),
+                    {callguard::null_sink(), {}});
+    REQUIRE(acquire_batch(io, l, 1, "CA-warm").outcomes.front() == acquire_outcome::acquired);
+    srv.pause();
+    const auto r = acquire_batch(io, l, 32, "CA-frozen");
+    srv.resume();
+    MESSAGE("32 acquires against a frozen server answered in " << ms(r.took) << " ms (timeout 300 ms)");
+    for (int c : r.calls_per_handler) CHECK(c == 1);
+    CHECK(std::count(r.outcomes.begin(), r.outcomes.end(), acquire_outcome::admitted_fail_open) == 32);
+    CHECK(ms(r.took) < 900);
+    CHECK(test::eventually([&] { return l.acquire("CA-warm0").outcome == acquire_outcome::already_held; }, 5s));
+}
+
+TEST_CASE("async redis: a blocking call on the executor's own thread is refused, not a deadlock") {
+    test::redis_server srv;
+    test::io_thread io;
+    test::capture_sink logs;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url())), test::small_config(10),
+                    {logs.sink(), {}});
+    std::promise<acquire_outcome> on_io;
+    asio::post(io.context(), [&] { on_io.set_value(l.acquire("CA-blocking").outcome); });
+    auto f = on_io.get_future();
+    REQUIRE(f.wait_for(5s) == std::future_status::ready);
+    CHECK(f.get() == acquire_outcome::admitted_fail_open);
+    CHECK(logs.count_containing("would wait for itself") == 1);
+    // From another thread, blocking calls wait for the executor and work.
+    CHECK(l.acquire("CA-elsewhere").outcome == acquire_outcome::acquired);
+    CHECK(l.release("CA-elsewhere"));
+}
+
+TEST_CASE("async redis: blocking and async callers share one backend on one connection") {
+    test::redis_server srv;
+    test::io_thread io(2);
+    redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url(), 2000ms)), test::small_config(30),
+                    {callguard::null_sink(), {}});
+    std::atomic<int> held{0}, over{0};
+    auto track = [&](bool admitted) {
+        if (!admitted) return;
+        if (++held > 30) ++over;
+    };
+    std::vector<std::thread> blocking;
+    for (int t = 0; t < 4; ++t)
+        blocking.emplace_back([&, t] {
+            for (int i = 0; i < 100; ++i) {
+                const auto id = "CA-b" + std::to_string(t) + "-" + std::to_string(i);
+                const bool ok = l.acquire(id).outcome == acquire_outcome::acquired;
+                track(ok);
+                if (ok) {
+                    --held;
+                    l.release(id);
+                }
+            }
+        });
+    auto async_side = io.run([&]() -> asio::awaitable<int> {
+        int admitted = 0;
+        for (int i = 0; i < 200; ++i) {
+            const auto id = "CA-a" + std::to_string(i);
+            const callguard::acquire_result r = co_await callguard::async_acquire(l, id, asio::use_awaitable);
+            const bool ok = r.outcome == acquire_outcome::acquired;
+            track(ok);
+            if (ok) {
+                ++admitted;
+                --held;
+                co_await callguard::async_release(l, id, asio::use_awaitable);
+            }
+        }
+        co_return admitted;
+    });
+    for (auto& t : blocking) t.join();
+    CHECK(over.load() == 0);
+    CHECK(async_side > 0);
+    CHECK(l.status().active_calls == 0);
+    CHECK(l.backend().open_connections() == 1);
+}
