@@ -226,7 +226,7 @@ private:
         const auto cap = std::to_string(req.max_active);
         const auto ttl = std::to_string(req.ttl.count());
         const auto tenant_cap = std::to_string(req.tenant_max);
-        return call(detail::script_id::acquire, {st.active_key, st.owners_key},
+        return call(detail::script_id::acquire, {st.active_key, st.owners_key, st.released_key},
                     {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base}, [](const redisReply* r) {
                         auto [code, live] = packed_of(r);
                         static constexpr std::array<slot_state, 5> states{

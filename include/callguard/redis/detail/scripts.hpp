@@ -165,13 +165,13 @@ namespace callguard::detail::lua {
     "  return room(nt, ncap) and 'admit' or 'tenant'\n"                                          \
     "end\n"
 
-/// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),
-/// key base ("{prefix}"). Returns 10 * live + state; state: 0 acquired, 1 already held,
-/// 2 rejected, 3 rejected by the tenant cap, 4 rejected because the free slots go to callers in
-/// line. While nobody waits, the waiting room costs one EXISTS. A new admission forgets an
-/// earlier release of the same id (`{prefix}:released`, named from the base).
+/// KEYS: active, owners, released. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap
+/// (0 = none), key base ("{prefix}"). Returns 10 * live + state; state: 0 acquired, 1 already
+/// held, 2 rejected, 3 rejected by the tenant cap, 4 rejected because the free slots go to
+/// callers in line. While nobody waits, the waiting room costs one EXISTS. A new admission
+/// forgets an earlier release of the same id.
 inline constexpr std::string_view acquire = CALLGUARD_LUA_NOW R"lua(
-local active, owners = KEYS[1], KEYS[2]
+local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tenant, tenant_cap, base = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local expires = now + ttl
@@ -219,7 +219,7 @@ if tk then
   redis.call('HSET', owners, id, tenant)
 )lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
 end
-redis.call('ZREM', base .. ':released', id)
+redis.call('ZREM', released, id)
 return 10 * (live + 1)
 )lua";
 
@@ -233,10 +233,15 @@ local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
 local id, base, remember = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if remember > 0 then
 )lua" CALLGUARD_LUA_NOW R"lua(
-  -- Each id is forgotten once, so this costs O(log n) per release over time.
-  redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
   redis.call('ZADD', released, now + remember, id)
-)lua" CALLGUARD_LUA_KEEP("released", "remember") R"lua(
+  -- Forgets lapsed releases and keeps the key alive (TTL 2 * remember) at most once per `step`
+  -- ms: the TTL left says how long ago that was. Each id is forgotten once, so this costs
+  -- O(log n) per release over time, and a marker always outlives `remember`.
+  local step = math.min(remember, 10)
+  if redis.call('PTTL', released) < 2 * remember - step then
+    redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
+    redis.call('PEXPIRE', released, 2 * remember)
+  end
 end
 local freed = redis.call('ZREM', active, id)
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
