@@ -2,7 +2,8 @@
 //   acquire+release pairs, acquire at capacity (rejections), status, and pairs while N slots
 //   are held (does the cost stay flat as the set grows?).
 // The memory backend is the baseline. With CALLGUARD_BENCH_REDIS and REDIS_URL set, every body
-// also runs over the Redis backend against that server (bench/compare.sh starts one).
+// also runs over the Redis backend against that server (bench/compare.sh starts one), and
+// `bench_limiter --server-time` reports the server's own time per operation instead.
 #include <callguard/callguard.hpp>
 #ifdef CALLGUARD_BENCH_REDIS
 #include <callguard/async.hpp>
@@ -16,14 +17,22 @@
 
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
+#ifdef CALLGUARD_BENCH_REDIS
+#include <hiredis/hiredis.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -194,6 +203,150 @@ void register_all(const std::vector<int>& threads, std::int64_t max_held) {
 }
 
 #ifdef CALLGUARD_BENCH_REDIS
+/// `--server-time`: what each operation costs the server itself, from its INFO commandstats
+/// (microseconds inside the command, the same measure for any client), with no tenant and with
+/// a tenant that has a cap. Nothing else may use the server meanwhile.
+namespace server_time {
+
+/// A plain hiredis connection for CONFIG RESETSTAT and INFO, beside the backend under test.
+class admin {
+public:
+    explicit admin(const callguard::redis_options& o) {
+        const timeval tv{2, 0};
+        ctx_ = o.unix_socket.empty() ? redisConnectWithTimeout(o.host.c_str(), o.port, tv)
+                                     : redisConnectUnixWithTimeout(o.unix_socket.c_str(), tv);
+        if (!ctx_ || ctx_->err) throw std::runtime_error("server-time: cannot connect to REDIS_URL");
+    }
+    ~admin() { redisFree(ctx_); }
+    admin(const admin&) = delete;
+    admin& operator=(const admin&) = delete;
+
+    /// EVALSHA's calls and microseconds since the last reset.
+    std::pair<double, double> evalsha() {
+        const auto text = run("INFO commandstats");
+        const auto at = text.find("cmdstat_evalsha:calls=");
+        if (at == std::string::npos) return {0, 0};
+        double calls = 0, usec = 0;
+        std::sscanf(text.c_str() + at, "cmdstat_evalsha:calls=%lf,usec=%lf", &calls, &usec);
+        return {calls, usec};
+    }
+
+private:
+    std::string run(const char* command) {
+        auto* r = static_cast<redisReply*>(redisCommand(ctx_, command));
+        if (!r) throw std::runtime_error(fmt::format("server-time: {} failed", command));
+        std::string text = r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : std::string();
+        freeReplyObject(r);
+        return text;
+    }
+    redisContext* ctx_ = nullptr;
+};
+
+using limiter = callguard::capacity_limiter<callguard::redis_backend>;
+
+std::unique_ptr<limiter> make_limiter(const std::string& run, bool with_tenant) {
+    auto c = bench_config(1'000'000'000);
+    if (with_tenant) c.tenant_limits["biz1"] = 1'000'000'000; // a tenant with a cap: its count is checked
+    return std::make_unique<limiter>(
+        redis_maker<callguard::redis_connection_mode::multiplexed>::make(run), c,
+        callguard::limiter_hooks{callguard::null_sink(), {}});
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+/// Server microseconds per acquire+release pair, while `threads` callers do pairs as fast as
+/// they can: EVALSHA's mean over equal numbers of acquires and releases, times two, per 100 ms
+/// window; the median window (a window where the server lost its core to another process
+/// counts that time inside a command: the median leaves those out).
+double pair_under_load(admin& a, bool with_tenant, int threads, std::chrono::duration<double> time) {
+    auto l = make_limiter(fmt::format("st-load-{}", with_tenant), with_tenant);
+    const std::string_view tenant = with_tenant ? "biz1" : "";
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < threads; ++t)
+        callers.emplace_back([&, t] {
+            const auto ids = call_ids(t);
+            for (std::size_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+                l->acquire(ids[i & 4095], tenant);
+                l->release(ids[i & 4095]);
+            }
+        });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300)); // scripts loaded, sockets warm
+    std::vector<double> windows;
+    auto last = a.evalsha();
+    for (auto end = std::chrono::steady_clock::now() + time; std::chrono::steady_clock::now() < end;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        const auto now_stats = a.evalsha();
+        const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
+        if (calls > 0) windows.push_back(2 * usec / calls);
+        last = now_stats;
+    }
+    stop = true;
+    for (auto& c : callers) c.join();
+    return median(std::move(windows));
+}
+
+/// Server microseconds per acquire and per release, apart: 8 callers take 8 slots each, all
+/// wait, then release them, all wait, and so on (the set stays as small as under load); the
+/// statistics are read while everyone waits. Medians over the rounds.
+std::pair<double, double> apart(admin& a, bool with_tenant, std::chrono::duration<double> time) {
+    constexpr int threads = 8;
+    constexpr std::size_t batch = 8;
+    auto l = make_limiter(fmt::format("st-apart-{}", with_tenant), with_tenant);
+    const std::string_view tenant = with_tenant ? "biz1" : "";
+    std::vector<double> acquires, releases;
+    std::pair<double, double> last{0, 0};
+    bool releasing = false, measuring = false, done = false;
+    const auto start = std::chrono::steady_clock::now();
+    // Runs on one thread once all have arrived: no caller is in a command.
+    std::barrier sync(threads, [&]() noexcept {
+        const auto now_stats = a.evalsha();
+        const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
+        if (measuring && calls > 0) (releasing ? releases : acquires).push_back(usec / calls);
+        last = now_stats;
+        releasing = !releasing;
+        const auto elapsed = std::chrono::steady_clock::now() - start;
+        if (!releasing) { // a round ended: warm for 300 ms, then measure for `time`
+            measuring = elapsed > std::chrono::milliseconds(300);
+            done = elapsed > time + std::chrono::milliseconds(300);
+        }
+    });
+    std::vector<std::thread> callers;
+    for (int t = 0; t < threads; ++t)
+        callers.emplace_back([&, t] {
+            const auto ids = call_ids(t);
+            for (std::size_t round = 0;; ++round) {
+                for (std::size_t i = 0; i < batch; ++i) l->acquire(ids[(round * batch + i) & 4095], tenant);
+                sync.arrive_and_wait();
+                for (std::size_t i = 0; i < batch; ++i) l->release(ids[(round * batch + i) & 4095]);
+                sync.arrive_and_wait();
+                if (done) return;
+            }
+        });
+    for (auto& c : callers) c.join();
+    return {median(std::move(acquires)), median(std::move(releases))};
+}
+
+/// Prints, for no tenant and a tenant: `server_time tenant=T pair_us=P acquire_us=A release_us=R`
+/// (P under load from 16 callers; A and R apart, 8 callers).
+int run(std::chrono::duration<double> time) {
+    auto o = callguard::redis_options::from_env();
+    admin a(o);
+    for (bool with_tenant : {false, true}) {
+        const double pair = pair_under_load(a, with_tenant, 16, time);
+        const auto [acquire, release] = apart(a, with_tenant, time);
+        fmt::print("server_time tenant={} pair_us={:.2f} acquire_us={:.2f} release_us={:.2f}\n",
+                   with_tenant ? 1 : 0, pair, acquire, release);
+    }
+    return 0;
+}
+
+} // namespace server_time
+
 /// The async API: `callers` coroutines on one io_context thread (the benchmark's own), over a
 /// Redis backend on that io_context, each doing acquire+release pairs one after the other; one
 /// benchmark iteration is one pair. Registered as `acquire_release_async/redis/<callers>`.
@@ -243,10 +396,32 @@ void acquire_release_async(benchmark::State& state) {
 
 int main(int argc, char** argv) {
 #ifdef CALLGUARD_BENCH_REDIS
-    // bench/compare.sh loads our acquire script into redis-benchmark with this.
+    // bench/compare.sh loads our acquire script into redis-benchmark with this; any script by
+    // its name (acquire, release, ...) for measuring one alone.
     if (argc == 2 && std::string_view(argv[1]) == "--print-acquire-script") {
         fmt::print("{}", callguard::detail::lua::acquire);
         return 0;
+    }
+    if (argc == 3 && std::string_view(argv[1]) == "--print-script") {
+        static constexpr const char* names[] = {"acquire", "release", "refresh", "count",
+                                                "cleanup_expired", "reinstate", "wait_turn",
+                                                "leave_line", "line_status"};
+        static_assert(std::size(names) == callguard::detail::script_count);
+        for (std::size_t i = 0; i < std::size(names); ++i)
+            if (std::string_view(argv[2]) == names[i]) {
+                fmt::print("{}", callguard::detail::script_source(static_cast<callguard::detail::script_id>(i)));
+                return 0;
+            }
+        fmt::print(stderr, "--print-script: no script named {}\n", argv[2]);
+        return 2;
+    }
+    // bench/compare.sh --server-time: the server's time per operation, REDIS_URL's server.
+    if (argc >= 2 && std::string_view(argv[1]) == "--server-time") {
+        if (!std::getenv("REDIS_URL")) {
+            fmt::print(stderr, "--server-time needs REDIS_URL\n");
+            return 2;
+        }
+        return server_time::run(std::chrono::duration<double>(argc > 2 ? std::atof(argv[2]) : 2.0));
     }
 #endif
     register_all<memory_maker>({1, 2}, 1'000'000);

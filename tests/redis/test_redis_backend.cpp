@@ -135,6 +135,63 @@ TEST_CASE("redis: cleanup_expired removes expired slots and their tenant entries
     CHECK(l.cleanup_expired() == 0);
 }
 
+TEST_CASE("redis: more expired slots than one acquire purges never count, and an expired call is taken afresh") {
+    auto& srv = test::shared_redis();
+    const auto prefix = test::unique_prefix("mass-expiry");
+    const auto base = "{" + prefix + "}";
+    // 150 slots that expired a minute ago (a crashed fleet), the newest of them CA-old of
+    // tenant bizA: one acquire purges 100 of them, oldest first, so CA-old is still stored.
+    srv.command({"EVAL",
+                 "local t = redis.call('TIME'); local past = tonumber(t[1]) * 1000 - 60000;"
+                 "for i = 1, 149 do redis.call('ZADD', KEYS[1], past - 1000 + i, 'CA-dead-' .. i) end;"
+                 "redis.call('ZADD', KEYS[1], past, 'CA-old'); redis.call('ZADD', KEYS[2], past, 'CA-old');"
+                 "redis.call('HSET', KEYS[3], 'CA-old', 'bizA');"
+                 "for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, 600000) end; return 1",
+                 "3", base + ":active", base + ":tenant:bizA", base + ":owners"});
+    auto cfg = test::small_config(3);
+    cfg.tenant_limits = {{"bizA", 1}, {"bizB", 1}};
+    redis_limiter l(callguard::redis_backend(test::quick_options(srv, prefix)), cfg,
+                    {callguard::null_sink(), {}});
+    CHECK(l.status().active_calls == 0);
+    auto first = l.acquire("CA-new");
+    CHECK(first.outcome == acquire_outcome::acquired);
+    CHECK(first.active == 1);
+    CHECK(srv.integer({"ZCARD", base + ":active"}) == 51); // 100 purged, 49 expired left + CA-new
+    CHECK(l.status().active_calls == 1);
+    // CA-old is stored but expired: it is admitted afresh, under its new tenant only.
+    auto again = l.acquire("CA-old", "bizB");
+    CHECK(again.outcome == acquire_outcome::acquired);
+    CHECK(again.active == 2);
+    CHECK(srv.integer({"ZCARD", base + ":tenant:bizA"}) == 0);
+    CHECK(srv.command({"HGET", base + ":owners", "CA-old"}) == "bizB");
+    CHECK(l.acquire("CA-a2", "bizA").outcome == acquire_outcome::acquired); // bizA has room again
+    CHECK(l.status().active_calls == 3);
+    CHECK(l.acquire("CA-full").outcome == acquire_outcome::rejected);
+    CHECK(l.acquire("CA-old", "bizB").outcome == acquire_outcome::already_held); // even when full
+    CHECK(l.cleanup_expired() == 0);                                 // the next acquires purged the rest
+    CHECK(srv.integer({"ZCARD", base + ":active"}) == 3);
+}
+
+TEST_CASE("redis: a retried acquire of a call with an uncapped tenant pushes its expiry and adds nothing") {
+    auto& srv = test::shared_redis();
+    const auto prefix = test::unique_prefix("uncapped");
+    const auto base = "{" + prefix + "}";
+    auto l = make(prefix, 5, 60s);
+    REQUIRE(l->acquire("CA-u", "free-tenant").outcome == acquire_outcome::acquired);
+    const auto first = std::stoll(srv.command({"ZSCORE", base + ":active", "CA-u"}));
+    std::this_thread::sleep_for(20ms);
+    auto again = l->acquire("CA-u", "other-tenant");
+    CHECK(again.outcome == acquire_outcome::already_held);
+    CHECK(again.active == 1);
+    CHECK(std::stoll(srv.command({"ZSCORE", base + ":active", "CA-u"})) > first);
+    CHECK(std::stoll(srv.command({"ZSCORE", base + ":tenant:free-tenant", "CA-u"})) > first);
+    CHECK(srv.integer({"EXISTS", base + ":tenant:other-tenant"}) == 0);
+    CHECK(srv.command({"HGET", base + ":owners", "CA-u"}) == "free-tenant");
+    CHECK(l->release("CA-u"));
+    CHECK(srv.integer({"EXISTS", base + ":tenant:free-tenant"}) == 0);
+    CHECK(srv.integer({"HLEN", base + ":owners"}) == 0);
+}
+
 TEST_CASE("redis: key prefixes keep limiters apart, a unix socket works too") {
     auto a = make(test::unique_prefix("apart-a"), 1);
     auto b = make(test::unique_prefix("apart-b"), 1);

@@ -95,6 +95,43 @@ TEST_CASE("redis reinstate: a call released lately is not brought back, an acqui
     CHECK_THROWS_AS(callguard::redis_backend{off}, callguard::config_error);
 }
 
+TEST_CASE("redis reinstate: a stored expired call comes back afresh, and a waiting-room admission forgets a release") {
+    test::redis_server srv;
+    auto o = test::quick_options(srv, "old");
+    callguard::redis_backend b(o);
+    // 150 slots that expired a minute ago, the newest of them CA-old of tenant bizA: one script
+    // purges 100 of them, oldest first, so CA-old is still stored when it is put back.
+    srv.command({"EVAL",
+                 "local t = redis.call('TIME'); local past = tonumber(t[1]) * 1000 - 60000;"
+                 "for i = 1, 149 do redis.call('ZADD', KEYS[1], past - 1000 + i, 'CA-dead-' .. i) end;"
+                 "redis.call('ZADD', KEYS[1], past, 'CA-old'); redis.call('ZADD', KEYS[2], past, 'CA-old');"
+                 "redis.call('HSET', KEYS[3], 'CA-old', 'bizA');"
+                 "for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, 600000) end; return 1",
+                 "3", "{old}:active", "{old}:tenant:bizA", "{old}:owners"});
+    auto r = b.reinstate(request("CA-old", 1, "bizB"));
+    CHECK(r.state == reinstate_state::reinstated);
+    CHECK(r.active == 1); // the expired ones never count
+    CHECK(srv.integer({"ZCARD", "{old}:active"}) == 50); // 100 purged, 49 expired left + CA-old
+    CHECK(srv.integer({"ZCARD", "{old}:tenant:bizA"}) == 0);
+    CHECK(srv.integer({"ZCARD", "{old}:tenant:bizB"}) == 1);
+    CHECK(srv.command({"HGET", "{old}:owners", "CA-old"}) == "bizB");
+    CHECK(b.reinstate(request("CA-old", 1, "bizB")).state == reinstate_state::already_held);
+    CHECK(srv.integer({"ZCARD", "{old}:active"}) == 1); // that one purged the other 49
+    CHECK(b.cleanup_expired() == 0);
+    CHECK(b.active_count() == 1);
+
+    // A call released lately, then admitted through the waiting room, can be put back again.
+    REQUIRE(b.release("CA-old").released);
+    REQUIRE(b.reinstate(request("CA-old", 1)).state == reinstate_state::released);
+    callguard::wait_request w{"CA-old", {}, 1, 0, std::chrono::milliseconds(60'000),
+                              std::chrono::milliseconds(60'000), true, 0};
+    CHECK(b.wait_turn(w).state == callguard::wait_state::acquired);
+    CHECK(srv.command({"ZSCORE", "{old}:released", "CA-old"}) == "(nil)");
+    REQUIRE(srv.integer({"ZREM", "{old}:active", "CA-old"}) == 1); // the slot is lost behind its back
+    CHECK(b.reinstate(request("CA-old", 1)).state == reinstate_state::reinstated);
+    CHECK(b.active_count() == 1);
+}
+
 TEST_CASE("redis: 1000 calls admitted during an outage go back at the configured rate, not at once") {
     test::redis_server srv;
     test::capture_sink logs;

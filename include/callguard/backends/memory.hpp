@@ -95,8 +95,7 @@ public:
         auto it = sh.slots.find(call_id);
         if (it == sh.slots.end()) return {false, st.active.load()};
         const bool live = it->second.expires > now;
-        st.erase(sh, it);
-        return {live, st.active.load()};
+        return {live, st.erase(sh, it)};
     }
 
     bool refresh(std::string_view call_id, std::chrono::milliseconds ttl) {
@@ -243,7 +242,8 @@ private:
         alignas(64) std::atomic<std::int64_t> waiters{0};
         std::mutex line_mu;
         detail::waiting_line line;
-        std::shared_mutex tenants_mu;
+        // Apart from `waiters`, which every admission reads: a tenant's lookup writes this lock.
+        alignas(64) std::shared_mutex tenants_mu;
         std::unordered_map<std::string, std::unique_ptr<tenant_counter>, detail::string_hash,
                            std::equal_to<>>
             tenants;
@@ -288,14 +288,15 @@ private:
             detail::store_min(next_expiry, s.expires);
         }
 
-        // Called with sh.mu held.
-        void erase(shard& sh, typename slot_map::iterator it) noexcept {
+        // Called with sh.mu held. Returns the count it left.
+        std::int64_t erase(shard& sh, typename slot_map::iterator it) noexcept {
             if (it->second.tenant) it->second.tenant->count.fetch_sub(1);
-            active.fetch_sub(1);
+            const auto left = active.fetch_sub(1) - 1;
             if (sh.spare.size() < spare_nodes)
                 sh.spare.push_back(sh.slots.extract(it)); // within reserved capacity
             else
                 sh.slots.erase(it);
+            return left;
         }
 
         /// Removes every slot expired at `now` and recomputes the expiry bound. Resetting the
@@ -357,14 +358,16 @@ private:
                 }
                 bool tenant_ok = !tc || detail::try_reserve(tc->count, req.tenant_max);
                 if (tenant_ok) {
-                    if (detail::try_reserve(st.active, req.max_active)) {
+                    // The count comes back from the reservation itself: under contention a
+                    // second look at that cache line costs as much as the reservation.
+                    if (const auto active = detail::try_reserve(st.active, req.max_active)) {
                         if (check_line && st.line_announced()) {
                             st.active.fetch_sub(1);
                             if (tc) tc->count.fetch_sub(1);
                             return std::nullopt;
                         }
                         st.insert(sh, req.call_id, slot{expires, tc});
-                        return slot_reply{slot_state::acquired, st.active.load()};
+                        return slot_reply{slot_state::acquired, active};
                     }
                     if (tc) tc->count.fetch_sub(1);
                 }

@@ -231,9 +231,9 @@ private:
         const auto cap = std::to_string(req.max_active);
         const auto ttl = std::to_string(req.ttl.count());
         const auto tenant_cap = std::to_string(req.tenant_max);
-        return call(detail::script_id::acquire, {st.active_key, st.owners_key},
+        return call(detail::script_id::acquire, {st.active_key, st.owners_key, st.released_key},
                     {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base}, [](const redisReply* r) {
-                        auto [code, live] = pair_of(r);
+                        auto [code, live] = packed_of(r);
                         static constexpr std::array<slot_state, 5> states{
                             slot_state::acquired, slot_state::already_held, slot_state::rejected,
                             slot_state::rejected_tenant, slot_state::rejected_queue};
@@ -247,7 +247,7 @@ private:
         auto& st = *st_;
         return call(detail::script_id::release, {st.active_key, st.owners_key, st.released_key},
                     {call_id, st.base, st.release_memory_ms}, [](const redisReply* r) {
-                        auto [freed, live] = pair_of(r);
+                        auto [freed, live] = packed_of(r);
                         return release_reply{freed == 1, live};
                     });
     }
@@ -258,7 +258,7 @@ private:
         const auto ttl = std::to_string(req.ttl.count());
         return call(detail::script_id::reinstate, {st.active_key, st.owners_key, st.released_key},
                     {req.call_id, ttl, req.tenant, st.base}, [](const redisReply* r) {
-                        auto [code, live] = pair_of(r);
+                        auto [code, live] = packed_of(r);
                         static constexpr std::array<reinstate_state, 3> states{
                             reinstate_state::reinstated, reinstate_state::already_held, reinstate_state::released};
                         if (code < 0 || code > 2) throw redis_reply_error("unexpected reinstate reply");
@@ -537,10 +537,11 @@ private:
         return r->integer;
     }
 
-    static std::pair<std::int64_t, std::int64_t> pair_of(const redisReply* r) {
-        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-            throw redis_reply_error("unexpected reply shape");
-        return {integer_of(r->element[0]), integer_of(r->element[1])};
+    /// A script's `10 * count + state` reply, as {state, count}.
+    static std::pair<std::int64_t, std::int64_t> packed_of(const redisReply* r) {
+        const auto v = integer_of(r);
+        if (v < 0) throw redis_reply_error("unexpected reply value");
+        return {v % 10, v / 10};
     }
 
     template <std::size_t N>

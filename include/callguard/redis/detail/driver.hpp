@@ -38,12 +38,12 @@ public:
 
     boost::asio::io_context& context() noexcept { return ioc_; }
 
-    /// Marks `w` answered; called from a handler while some thread drives.
+    /// Marks `w` answered; called from a handler while some thread drives. The notify happens
+    /// under the lock: once `done` is set, the waiter may return and destroy `w` (its condition
+    /// variable with it) as soon as it holds the lock, so the notify must be over by then.
     void complete(waiter& w) noexcept {
-        {
-            std::lock_guard lk(mu_);
-            w.done.store(true, std::memory_order_release);
-        }
+        std::lock_guard lk(mu_);
+        w.done.store(true, std::memory_order_release);
         w.wake.notify_one();
     }
 

@@ -25,45 +25,86 @@
 
 namespace callguard::detail::lua {
 
-// Shared prologue: effects replication (needed before Redis 5 to write after TIME), the
-// server's clock in ms, and a helper that keeps a key alive longer than any member written now:
-// when less than one slot TTL is left it sets two, so the PEXPIRE runs about once per TTL rather
-// than on every write, and a TTL is only ever lengthened.
-#define CALLGUARD_LUA_PROLOGUE                                                                   \
+// What a call costs the server is what these scripts do, so the hot paths (acquire and release
+// of a call without a tenant while nobody waits) make as few commands as the guarantees allow,
+// define no functions and build no strings: each `redis.call` costs about as much as a plain
+// command sent on its own. Replies are one integer where two numbers are enough (a table reply
+// costs the server more than two commands): `10 * live + state`, readable in redis-cli.
+
+// Effects replication (needed before Redis 5 to write after TIME) and the server's clock in ms.
+#define CALLGUARD_LUA_NOW                                                                        \
     "if redis.replicate_commands then redis.replicate_commands() end\n"                          \
     "local t = redis.call('TIME')\n"                                                             \
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                    \
-    "local function extend(key, ttl)\n"                                                          \
-    "  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, 2 * ttl) end\n"          \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+// Keeps `key` alive longer than any member written now with `ttl`: when less than one TTL is
+// left it sets two, so the PEXPIRE runs about once per TTL rather than on every write, and a
+// key's TTL is only ever lengthened.
+#define CALLGUARD_LUA_KEEP(key, ttl)                                                             \
+    "if redis.call('PTTL', " key ") < " ttl " then redis.call('PEXPIRE', " key ", 2 * " ttl ") end\n"
+
+// Steps shared by several scripts, pasted into each. They use the scripts' common locals:
+// active, owners, base, now, and id/held/expires/ttl where named.
+
+// Forgets up to `limit` expired slots (and their tenant entries); leaves how many in `forgot`.
+#define CALLGUARD_LUA_FORGET_EXPIRED(limit)                                                      \
+    "local forgot = 0\n"                                                                         \
+    "do\n"                                                                                       \
+    "  local batch = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, " limit ")\n" \
+    "  forgot = #batch\n"                                                                        \
+    "  if forgot > 0 then\n"                                                                     \
+    "    local of = redis.call('HMGET', owners, unpack(batch))\n"                                \
+    "    for i, m in ipairs(batch) do\n"                                                         \
+    "      if of[i] then\n"                                                                      \
+    "        redis.call('ZREM', base .. ':tenant:' .. of[i], m)\n"                               \
+    "        redis.call('HDEL', owners, m)\n"                                                    \
+    "      end\n"                                                                                \
+    "    end\n"                                                                                  \
+    "    redis.call('ZREM', active, unpack(batch))\n"                                            \
+    "  end\n"                                                                                    \
     "end\n"
 
-// Steps shared by several scripts, pasted into each (one text, no per-call closures). They use
-// the scripts' common locals: active, owners, base, now, and id/held/expires/ttl where named.
-
-// Forgets up to `limit` expired slots (and their tenant entries); leaves them in `expired`.
-#define CALLGUARD_LUA_FORGET_EXPIRED(limit)                                                      \
-    "local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, " limit ")\n" \
-    "for _, m in ipairs(expired) do\n"                                                           \
-    "  local owner = redis.call('HGET', owners, m)\n"                                            \
-    "  if owner then\n"                                                                          \
-    "    redis.call('ZREM', base .. ':tenant:' .. owner, m)\n"                                   \
-    "    redis.call('HDEL', owners, m)\n"                                                        \
-    "  end\n"                                                                                    \
-    "  redis.call('ZREM', active, m)\n"                                                          \
+// The live count in `live` (expired slots never count), forgetting up to 100 expired ones first.
+// Nothing has expired in the usual case, and then ZCOUNT from -inf stops at the first member:
+// the count is ZCARD, not a ZCOUNT across the set. Leaves the number of expired slots, purged
+// or not, in `expired`.
+#define CALLGUARD_LUA_LIVE_COUNT                                                                 \
+    "local live = redis.call('ZCARD', active)\n"                                                 \
+    "local expired = redis.call('ZCOUNT', active, '-inf', now)\n"                                \
+    "if expired > 0 then\n"                                                                      \
+    CALLGUARD_LUA_FORGET_EXPIRED("100")                                                          \
+    "  live = live - expired\n"                                                                  \
     "end\n"
 
 // Pushes the live slot `id` (score `held`) to `expires`, in the tenant's set too; never earlier.
 #define CALLGUARD_LUA_PUSH_EXPIRY                                                                \
     "if expires > tonumber(held) then\n"                                                         \
     "  redis.call('ZADD', active, expires, id)\n"                                                \
-    "  extend(active, ttl)\n"                                                                    \
+    CALLGUARD_LUA_KEEP("active", "ttl")                                                          \
     "  local owner = redis.call('HGET', owners, id)\n"                                           \
     "  if owner then\n"                                                                          \
-    "    redis.call('ZADD', base .. ':tenant:' .. owner, expires, id)\n"                         \
-    "    extend(base .. ':tenant:' .. owner, ttl)\n"                                             \
-    "    extend(owners, ttl)\n"                                                                  \
+    "    local tk = base .. ':tenant:' .. owner\n"                                               \
+    "    redis.call('ZADD', tk, expires, id)\n"                                                  \
+    CALLGUARD_LUA_KEEP("tk", "ttl")                                                              \
+    CALLGUARD_LUA_KEEP("owners", "ttl")                                                          \
     "  end\n"                                                                                    \
     "end\n"
+
+// Drops the tenant entry of `id` (after its slot left the active set or expired in it).
+#define CALLGUARD_LUA_DROP_OWNER                                                                 \
+    "local owner = redis.call('HGET', owners, id)\n"                                             \
+    "if owner then\n"                                                                            \
+    "  redis.call('ZREM', base .. ':tenant:' .. owner, id)\n"                                    \
+    "  redis.call('HDEL', owners, id)\n"                                                         \
+    "end\n"
+
+// The live count of tenant set `tk` in `tenant_live`, its expired entries purged first (only
+// when there are any: ZCOUNT from -inf stops at the first live one).
+#define CALLGUARD_LUA_TENANT_COUNT                                                               \
+    "if redis.call('ZCOUNT', tk, '-inf', now) > 0 then\n"                                        \
+    "  redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)\n"                                        \
+    "end\n"                                                                                      \
+    "local tenant_live = redis.call('ZCARD', tk)\n"
 
 // The waiting room's steps (see waiting_room.hpp). They use `base` and `now`.
 
@@ -127,75 +168,91 @@ namespace callguard::detail::lua {
     "  return room(nt, ncap) and 'admit' or 'tenant'\n"                                          \
     "end\n"
 
-/// KEYS: active, owners. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none),
-/// key base ("{prefix}"). Returns {state, live}: 0 acquired, 1 already held, 2 rejected,
-/// 3 rejected by the tenant cap, 4 rejected because the free slots go to callers in line.
-/// While nobody waits, the waiting room costs one EXISTS. A new admission forgets an earlier
-/// release of the same id (`{prefix}:released`, named from the base).
-inline constexpr std::string_view acquire = CALLGUARD_LUA_PROLOGUE R"lua(
-local active, owners = KEYS[1], KEYS[2]
+/// KEYS: active, owners, released. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap
+/// (0 = none), key base ("{prefix}"). Returns 10 * live + state; state: 0 acquired, 1 already
+/// held, 2 rejected, 3 rejected by the tenant cap, 4 rejected because the free slots go to
+/// callers in line. While nobody waits, the waiting room costs one EXISTS. A new admission
+/// forgets an earlier release of the same id.
+inline constexpr std::string_view acquire = CALLGUARD_LUA_NOW R"lua(
+local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tenant, tenant_cap, base = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local expires = now + ttl
--- Forget a bounded batch of expired slots; the counts below never include expired ones anyway.
-)lua" CALLGUARD_LUA_FORGET_EXPIRED("100") R"lua(
-local live = redis.call('ZCOUNT', active, '(' .. now, '+inf')
-local held = redis.call('ZSCORE', active, id)
-if held and tonumber(held) > now then
+)lua" CALLGUARD_LUA_LIVE_COUNT R"lua(
+local line = live < cap and redis.call('EXISTS', base .. ':waiting') == 1
+-- Does the call hold a slot already? Asked here when the answer can change the decision (full,
+-- a tenant cap, callers in line) or a slot of it may have expired unpurged; otherwise the
+-- ZADD NX below finds out (nothing has expired, so a member there is a live slot).
+local asked, held = false, false
+if live >= cap or tenant_cap > 0 or line or expired > 0 then
+  asked, held = true, redis.call('ZSCORE', active, id)
+  if held and tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
-  return {1, live}
-end
-if live >= cap then return {2, live} end
-if redis.call('EXISTS', base .. ':waiting') == 1 then
+    return 10 * live + 1
+  end
+  if live >= cap then return 10 * live + 2 end
+  if line then
 )lua" CALLGUARD_LUA_LINE CALLGUARD_LUA_LINE_WALK R"lua(
-  local mine = redis.call('ZSCORE', waiting, id)
-  local verdict = walk(cap - live, mine and id or nil, tenant, tenant_cap)
-  if verdict == 'wait' then return {4, live} end
-  if verdict == 'tenant' then return {3, live} end
-  if mine then forget(id) end
+    local mine = redis.call('ZSCORE', waiting, id)
+    local verdict = walk(cap - live, mine and id or nil, tenant, tenant_cap)
+    if verdict == 'wait' then return 10 * live + 4 end
+    if verdict == 'tenant' then return 10 * live + 3 end
+    if mine then forget(id) end
+  end
+  if held then -- expired but not purged yet: taken afresh below, without its old tenant entry
+)lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+  end
 end
-if tenant ~= '' then
-  local tk = base .. ':tenant:' .. tenant
-  redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)
-  if tenant_cap > 0 and redis.call('ZCARD', tk) >= tenant_cap then return {3, live} end
+local tk = tenant ~= '' and base .. ':tenant:' .. tenant
+if tk and tenant_cap > 0 then
+)lua" CALLGUARD_LUA_TENANT_COUNT R"lua(
+  if tenant_live >= tenant_cap then return 10 * live + 3 end
+end
+if asked then
+  redis.call('ZADD', active, expires, id)
+elseif redis.call('ZADD', active, 'NX', expires, id) == 0 then
+  held = redis.call('ZSCORE', active, id)
+)lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
+  return 10 * live + 1
+end
+)lua" CALLGUARD_LUA_KEEP("active", "ttl") R"lua(
+if tk then
   redis.call('ZADD', tk, expires, id)
-  extend(tk, ttl)
+)lua" CALLGUARD_LUA_KEEP("tk", "ttl") R"lua(
   redis.call('HSET', owners, id, tenant)
-  extend(owners, ttl)
+)lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
 end
-redis.call('ZADD', active, expires, id)
-extend(active, ttl)
-redis.call('ZREM', base .. ':released', id)
-return {0, live + 1}
+redis.call('ZREM', released, id)
+return 10 * (live + 1)
 )lua";
 
 /// KEYS: active, owners, released. ARGV: call id, key base, how long to remember the release
-/// (ms, 0 = not at all). Returns {freed (0/1), live}.
-inline constexpr std::string_view release = CALLGUARD_LUA_PROLOGUE R"lua(
+/// (ms, 0 = not at all). Returns 10 * live + freed (1 when the call's slot was there and is gone
+/// now). The clock is read only to remember the release: a slot past its TTL that no acquire has
+/// purged yet is removed like a live one, and the count is the set's size, which may include
+/// such slots.
+inline constexpr std::string_view release = R"lua(
 local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
 local id, base, remember = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if remember > 0 then
-  -- Each id is forgotten once, so this costs O(log n) per release over time.
-  redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
+)lua" CALLGUARD_LUA_NOW R"lua(
   redis.call('ZADD', released, now + remember, id)
-  extend(released, remember)
+  -- Forgets lapsed releases and keeps the key alive (TTL 2 * remember) at most once per `step`
+  -- ms: the TTL left says how long ago that was. Each id is forgotten once, so this costs
+  -- O(log n) per release over time, and a marker always outlives `remember`.
+  local step = math.min(remember, 10)
+  if redis.call('PTTL', released) < 2 * remember - step then
+    redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
+    redis.call('PEXPIRE', released, 2 * remember)
+  end
 end
-local freed = 0
-local held = redis.call('ZSCORE', active, id)
-if held then
-  redis.call('ZREM', active, id)
-  if tonumber(held) > now then freed = 1 end
-end
-local owner = redis.call('HGET', owners, id)
-if owner then
-  redis.call('ZREM', base .. ':tenant:' .. owner, id)
-  redis.call('HDEL', owners, id)
-end
-return {freed, redis.call('ZCOUNT', active, '(' .. now, '+inf')}
+local freed = redis.call('ZREM', active, id)
+)lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+return 10 * redis.call('ZCARD', active) + freed
 )lua";
 
 /// KEYS: active, owners. ARGV: call id, ttl ms, key base. Returns 1 if a live slot was extended.
-inline constexpr std::string_view refresh = CALLGUARD_LUA_PROLOGUE R"lua(
+inline constexpr std::string_view refresh = CALLGUARD_LUA_NOW R"lua(
 local active, owners = KEYS[1], KEYS[2]
 local id, ttl, base = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local held = redis.call('ZSCORE', active, id)
@@ -207,46 +264,48 @@ return 1
 
 /// KEYS: active, owners, released. ARGV: call id, ttl ms, tenant ('' = none), key base.
 /// Puts back the slot of a call already in progress, with no cap check: the counts may exceed
-/// the caps (acquire then rejects until they are below). Returns {state, live}: 0 reinstated,
-/// 1 already held (expiry pushed), 2 released lately (left out).
-inline constexpr std::string_view reinstate = CALLGUARD_LUA_PROLOGUE R"lua(
+/// the caps (acquire then rejects until they are below). Returns 10 * live + state; state:
+/// 0 reinstated, 1 already held (expiry pushed), 2 released lately (left out).
+inline constexpr std::string_view reinstate = CALLGUARD_LUA_NOW R"lua(
 local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
 local id, ttl, tenant, base = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local expires = now + ttl
-)lua" CALLGUARD_LUA_FORGET_EXPIRED("100") R"lua(
-local live = redis.call('ZCOUNT', active, '(' .. now, '+inf')
+)lua" CALLGUARD_LUA_LIVE_COUNT R"lua(
 local held = redis.call('ZSCORE', active, id)
 if held and tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
-  return {1, live}
+  return 10 * live + 1
 end
 local gone = redis.call('ZSCORE', released, id)
-if gone and tonumber(gone) > now then return {2, live} end
+if gone and tonumber(gone) > now then return 10 * live + 2 end
+if held then -- expired but not purged yet: put back afresh, without its old tenant entry
+)lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+end
 if tenant ~= '' then
   local tk = base .. ':tenant:' .. tenant
   redis.call('ZADD', tk, expires, id)
-  extend(tk, ttl)
+)lua" CALLGUARD_LUA_KEEP("tk", "ttl") R"lua(
   redis.call('HSET', owners, id, tenant)
-  extend(owners, ttl)
+)lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
 end
 redis.call('ZADD', active, expires, id)
-extend(active, ttl)
-return {0, live + 1}
+)lua" CALLGUARD_LUA_KEEP("active", "ttl") R"lua(
+return 10 * (live + 1)
 )lua";
 
 /// KEYS: active. Returns the number of live slots.
-inline constexpr std::string_view count = CALLGUARD_LUA_PROLOGUE R"lua(
-return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+inline constexpr std::string_view count = CALLGUARD_LUA_NOW R"lua(
+return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[1], '-inf', now)
 )lua";
 
 /// KEYS: active, owners. ARGV: key base. Removes every expired slot; returns how many.
-inline constexpr std::string_view cleanup_expired = CALLGUARD_LUA_PROLOGUE R"lua(
+inline constexpr std::string_view cleanup_expired = CALLGUARD_LUA_NOW R"lua(
 local active, owners, base = KEYS[1], KEYS[2], ARGV[1]
 local removed = 0
 for _ = 1, 1000 do
 )lua" CALLGUARD_LUA_FORGET_EXPIRED("500") R"lua(
-  if #expired == 0 then break end
-  removed = removed + #expired
+  if forgot == 0 then break end
+  removed = removed + forgot
 end
 return removed
 )lua";
@@ -256,18 +315,20 @@ return removed
 #define CALLGUARD_LUA_LINE_BASE                                                                  \
     "local active = KEYS[1]\n"                                                                   \
     "local base = string.sub(active, 1, -8)\n" /* '{prefix}' of '{prefix}:active' */             \
-    "local owners = base .. ':owners'\n"
+    "local owners = base .. ':owners'\n"                                                         \
+    "local function extend(key, ttl)\n"                                                          \
+    CALLGUARD_LUA_KEEP("key", "ttl")                                                             \
+    "end\n"
 
 /// KEYS: active. ARGV: call id, cap, slot ttl ms, tenant, tenant cap, waiter ttl ms, max length
 /// (-1: only poll, never join; 0: no bound). Returns {state, position, waiting, live,
 /// waited ms, tenant limited (0/1)}; state: 0 acquired, 1 admitted, 2 already held, 3 queued,
 /// 4 waiting, 5 full, 6 not waiting (the order of `wait_state`).
-inline constexpr std::string_view wait_turn = CALLGUARD_LUA_PROLOGUE CALLGUARD_LUA_LINE_BASE R"lua(
+inline constexpr std::string_view wait_turn = CALLGUARD_LUA_NOW CALLGUARD_LUA_LINE_BASE R"lua(
 local id, cap, slot_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tenant, tenant_cap = ARGV[4], tonumber(ARGV[5])
 local waiter_ttl, max_length = tonumber(ARGV[6]), tonumber(ARGV[7])
-)lua" CALLGUARD_LUA_FORGET_EXPIRED("100") CALLGUARD_LUA_LINE CALLGUARD_LUA_LINE_WALK R"lua(
-local live = redis.call('ZCOUNT', active, '(' .. now, '+inf')
+)lua" CALLGUARD_LUA_LIVE_COUNT CALLGUARD_LUA_LINE CALLGUARD_LUA_LINE_WALK R"lua(
 local held = redis.call('ZSCORE', active, id)
 if held and tonumber(held) > now then
   local ttl, expires = slot_ttl, now + slot_ttl
@@ -275,9 +336,17 @@ if held and tonumber(held) > now then
   forget(id)
   return {2, 0, redis.call('ZCARD', waiting), live, 0, 0}
 end
--- Takes a slot for `m` of tenant `t`, as acquire does.
+-- Takes a slot for `m` of tenant `t`, as acquire does (an expired slot of `m` is taken afresh,
+-- without its old tenant entry; an earlier release of `m` is forgotten).
 local function take(m, t)
   local expires = now + slot_ttl
+  if held then
+    local owner = redis.call('HGET', owners, m)
+    if owner then
+      redis.call('ZREM', base .. ':tenant:' .. owner, m)
+      redis.call('HDEL', owners, m)
+    end
+  end
   if t ~= '' then
     local tk = base .. ':tenant:' .. t
     redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)
@@ -288,6 +357,7 @@ local function take(m, t)
   end
   redis.call('ZADD', active, expires, m)
   extend(active, slot_ttl)
+  redis.call('ZREM', base .. ':released', m)
 end
 local function keep_line()
   extend(waiting, waiter_ttl)
@@ -324,7 +394,7 @@ return {3, n + 1, n + 1, live, 0, verdict == 'tenant' and 1 or 0}
 )lua";
 
 /// KEYS: active. ARGV: call id. Returns {left (0/1), position, waited ms, waiting}.
-inline constexpr std::string_view leave_line = CALLGUARD_LUA_PROLOGUE CALLGUARD_LUA_LINE_BASE R"lua(
+inline constexpr std::string_view leave_line = CALLGUARD_LUA_NOW CALLGUARD_LUA_LINE_BASE R"lua(
 local id = ARGV[1]
 )lua" CALLGUARD_LUA_LINE R"lua(
 local rank = redis.call('ZRANK', waiting, id)
@@ -335,7 +405,7 @@ return {1, rank + 1, now - since, redis.call('ZCARD', waiting)}
 )lua";
 
 /// KEYS: active. Returns {waiting, ms the first in line has waited}.
-inline constexpr std::string_view line_status = CALLGUARD_LUA_PROLOGUE CALLGUARD_LUA_LINE_BASE
+inline constexpr std::string_view line_status = CALLGUARD_LUA_NOW CALLGUARD_LUA_LINE_BASE
     CALLGUARD_LUA_LINE R"lua(
 local n = redis.call('ZCARD', waiting)
 if n == 0 then return {0, 0} end
@@ -359,9 +429,13 @@ return {0, left}
 #undef CALLGUARD_LUA_LINE_WALK
 #undef CALLGUARD_LUA_LINE
 
+#undef CALLGUARD_LUA_TENANT_COUNT
+#undef CALLGUARD_LUA_DROP_OWNER
 #undef CALLGUARD_LUA_PUSH_EXPIRY
+#undef CALLGUARD_LUA_LIVE_COUNT
 #undef CALLGUARD_LUA_FORGET_EXPIRED
-#undef CALLGUARD_LUA_PROLOGUE
+#undef CALLGUARD_LUA_KEEP
+#undef CALLGUARD_LUA_NOW
 
 } // namespace callguard::detail::lua
 
