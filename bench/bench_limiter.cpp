@@ -405,7 +405,7 @@ int main(int argc, char** argv) {
     if (argc == 3 && std::string_view(argv[1]) == "--print-script") {
         static constexpr const char* names[] = {"acquire", "release", "refresh", "count",
                                                 "cleanup_expired", "reinstate", "wait_turn",
-                                                "leave_line", "line_status"};
+                                                "leave_line", "line_status", "claim"};
         static_assert(std::size(names) == callguard::detail::script_count);
         for (std::size_t i = 0; i < std::size(names); ++i)
             if (std::string_view(argv[2]) == names[i]) {
