@@ -21,6 +21,7 @@
 #include <boost/asio/strand.hpp>
 
 #include <atomic>
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
