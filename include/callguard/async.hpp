@@ -56,6 +56,13 @@ namespace asio = boost::asio;
 
 /// The limiter's steps around a backend call, shared with its blocking members.
 struct limiter_access {
+    /// Holds the limiter's destructor back until every copy of it is gone: an asynchronous
+    /// operation keeps one until it is done with the limiter.
+    template <class L>
+    static std::shared_ptr<void> in_flight(L& l) {
+        l.async_in_flight_.fetch_add(1, std::memory_order_relaxed);
+        return std::shared_ptr<void>(nullptr, [&l](void*) { l.async_in_flight_.fetch_sub(1, std::memory_order_release); });
+    }
     template <class L>
     static slot_request request(L& l, std::string_view call_id, std::string_view tenant) {
         return l.request_for(call_id, tenant);
@@ -124,7 +131,8 @@ void complete_on(const asio::any_io_executor& fallback, Handler handler, Value v
 /// begins the backend's call and has `finish(result)` called with the limiter's answer.
 template <class Backend, class Handler, class Start>
 void run_async(capacity_limiter<Backend>& l, Handler handler, Start start) {
-    start([handler = std::move(handler), fallback = default_executor(l.backend())](auto result) mutable {
+    start([handler = std::move(handler), fallback = default_executor(l.backend()),
+           busy = limiter_access::in_flight(l)](auto result) mutable {
         complete_on(fallback, std::move(handler), std::move(result), false);
     });
 }
@@ -138,7 +146,7 @@ void run_blocking(capacity_limiter<Backend>& l, Handler handler, Blocking blocki
         complete_on(fallback, std::move(handler), blocking(), true);
     } else {
         asio::post(asio::system_executor(), [handler = std::move(handler), blocking = std::move(blocking),
-                                             fallback]() mutable {
+                                             fallback, busy = limiter_access::in_flight(l)]() mutable {
             complete_on(fallback, std::move(handler), blocking(), false);
         });
     }
@@ -287,7 +295,8 @@ auto async_reinstate(capacity_limiter<Backend>& limiter, std::string_view call_i
                 // Only a blocking reinstate: on a thread of the system executor.
                 auto fallback = detail::default_executor(limiter.backend());
                 boost::asio::post(boost::asio::system_executor(),
-                                  [handler = std::move(handler), blocking, fallback]() mutable {
+                                  [handler = std::move(handler), blocking, fallback,
+                                   busy = access::in_flight(limiter)]() mutable {
                                       detail::complete_on(fallback, std::move(handler), blocking(), false);
                                   });
             }

@@ -84,7 +84,13 @@ public:
     }
 
     /// Stops the reinstatement thread (waiting for the operation it is in, if any).
+    /// Waits (up to `async_drain_limit`) for asynchronous operations still in flight
+    /// (`async.hpp`, an `async_slot_guard`'s release) to be done with the limiter: destroy it
+    /// off the threads that run them.
     ~capacity_limiter() {
+        const auto give_up = std::chrono::steady_clock::now() + async_drain_limit;
+        while (async_in_flight_.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
         {
             std::lock_guard lk(worker_mu_);
             stopping_ = true;
@@ -376,6 +382,11 @@ public:
 
 private:
     friend struct detail::limiter_access; // async.hpp drives the same steps as the blocking calls
+
+    /// How long the destructor waits for asynchronous operations in flight.
+    static constexpr std::chrono::seconds async_drain_limit{5};
+    /// Asynchronous operations started and not yet done with this limiter.
+    std::atomic<std::size_t> async_in_flight_{0};
 
     static constexpr bool can_reinstate = reinstates_slots<Backend>;
     /// A backend that can lose its slots: every call admitted here is remembered, not only the
