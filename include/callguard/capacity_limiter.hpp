@@ -153,7 +153,7 @@ public:
     /// active_calls=8/5` (WARNING). Throws `std::invalid_argument` for a malformed call id or
     /// tenant.
     reinstate_result reinstate(std::string_view call_id, std::string_view tenant = {})
-        requires can_reinstate
+        requires reinstates_slots<Backend>
     {
         validate_call_id(call_id);
         validate_tenant(tenant);
@@ -465,7 +465,7 @@ private:
 
     /// The backend put a slot back (or knew better).
     reinstate_result reinstate_answer(const slot_request& req, const reinstate_reply& reply)
-        requires can_reinstate
+        requires reinstates_slots<Backend>
     {
         on_backend_success();
         const auto outcome = reinstated(req, reply);
@@ -479,7 +479,7 @@ private:
 
     /// The backend could not put a slot back: remembered, to be put back once it answers.
     reinstate_result reinstate_error(const slot_request& req, const backend_error& e)
-        requires can_reinstate
+        requires reinstates_slots<Backend>
     {
         on_backend_failure(e);
         remember(req, true, true);
