@@ -266,13 +266,17 @@ private:
             const auto value_start = i;
             std::string value;
             bool quoted = i < n && text_[i] == '\'';
+            bool closed = false; // a quoted value's closing quote was found
             if (quoted) {
                 ++i;
                 while (i < n && text_[i] != '\'') {
                     if (text_[i] == '\\' && i + 1 < n) ++i;
                     value += text_[i++];
                 }
-                if (i < n) ++i; // the closing quote
+                if (i < n) { // the closing quote
+                    ++i;
+                    closed = true;
+                }
             } else {
                 while (i < n && !is_space(text_[i])) {
                     if (text_[i] == '\\' && i + 1 < n) ++i;
@@ -280,7 +284,10 @@ private:
                 }
             }
             if (is_password_key(key)) {
-                add_secret(value_start, i, value);
+                // Inside the quotes only: '***' stays one value even when the next keyword
+                // follows the closing quote with no space.
+                if (closed) add_secret(value_start + 1, i - 1, value);
+                else add_secret(value_start, i, value);
                 after_password = !quoted;
             } else if (key == "dbname" && is_postgres_uri(value)) {
                 add_secret(value_start, i, {}); // a whole URI inside: hide it all
