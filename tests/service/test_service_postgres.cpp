@@ -318,7 +318,7 @@ TEST_CASE("postgres: a bad CALLS_DB_URL stops the service at start with the prob
                  "password authentication failed for user \"callguard\"",
                  "postgresql://callguard:***@127.0.0.1:" + port + "/calls"},
              bad{"host=127.0.0.1 port=" + port + " user=callguard dbname=calls password='" + secret + "'",
-                 "password authentication failed for user \"callguard\"", "dbname=calls password=***"},
+                 "password authentication failed for user \"callguard\"", "dbname=calls password='***'"},
              bad{pg.url("no_such_db"), "database \"no_such_db\" does not exist",
                  "postgresql://callguard:***@127.0.0.1:" + port + "/no_such_db"},
          }) {
