@@ -151,9 +151,6 @@ public:
         return scheme + "://" + std::string(r.host) + std::string(target);
     }
 
-    /// The media stream URL for the admitted TwiML: wss behind https, else ws.
-    std::string stream_url(const request_view& r) const { return websocket_url(public_url(r, "/ws/media")); }
-
     /// Checks X-Twilio-Signature when TWILIO_AUTH_TOKEN is set.
     bool signature_ok(const request_view& r, const std::vector<form::field>& params) const {
         if (config_.auth_token.empty()) return true;
@@ -260,6 +257,7 @@ private:
         return std::string(t);
     }
 
+    /// The admitted TwiML: the media stream on wss behind https, else ws.
     static reply admitted(const std::string& base, std::string_view sid, std::string_view tenant) {
         std::vector<callguard::twilio::stream_parameter> params{{"callSid", sid}};
         if (!tenant.empty()) params.push_back({"tenant", tenant});

@@ -56,13 +56,27 @@ namespace asio = boost::asio;
 
 /// The limiter's steps around a backend call, shared with its blocking members.
 struct limiter_access {
-    /// Holds the limiter's destructor back until every copy of it is gone: an asynchronous
-    /// operation keeps one until it is done with the limiter.
+    /// Holds the limiter's destructor back while it (or a copy of it) lives: an asynchronous
+    /// operation keeps one until it is done with the limiter. A counted reference, so a
+    /// handler carrying it stays copyable and nothing is allocated per call.
     template <class L>
-    static std::shared_ptr<void> in_flight(L& l) {
-        l.async_in_flight_.fetch_add(1, std::memory_order_relaxed);
-        return std::shared_ptr<void>(nullptr, [&l](void*) { l.async_in_flight_.fetch_sub(1, std::memory_order_release); });
-    }
+    class in_flight {
+    public:
+        explicit in_flight(L& l) noexcept : l_(&l) { hold(); }
+        in_flight(const in_flight& o) noexcept : l_(o.l_) { hold(); }
+        in_flight(in_flight&& o) noexcept : l_(std::exchange(o.l_, nullptr)) {}
+        in_flight& operator=(const in_flight&) = delete;
+        in_flight& operator=(in_flight&&) = delete;
+        ~in_flight() {
+            if (l_) l_->async_in_flight_.fetch_sub(1, std::memory_order_release);
+        }
+
+    private:
+        void hold() noexcept {
+            if (l_) l_->async_in_flight_.fetch_add(1, std::memory_order_relaxed);
+        }
+        L* l_;
+    };
     template <class L>
     static slot_request request(L& l, std::string_view call_id, std::string_view tenant) {
         return l.request_for(call_id, tenant);
@@ -276,30 +290,19 @@ auto async_reinstate(capacity_limiter<Backend>& limiter, std::string_view call_i
     return boost::asio::async_initiate<Token, void(reinstate_result)>(
         [&limiter](auto handler, detail::call_strings s) {
             using access = detail::limiter_access;
-            auto blocking = [&limiter, s] { return limiter.reinstate(s.call_id, s.tenant); };
-            if constexpr (async_reinstates_slots<Backend>) {
-                if constexpr (async_capacity_backend<Backend>)
+            if constexpr (async_capacity_backend<Backend> && async_reinstates_slots<Backend>)
                 detail::run_async(limiter, std::move(handler),
                                   [&limiter, s](auto finish) {
-                        limiter.backend().async_reinstate(
-                            access::request(limiter, s.call_id, s.tenant),
-                            [&limiter, s, finish = std::move(finish)](reinstate_reply reply,
-                                                                      const backend_error* e) mutable {
-                                const auto req = access::request(limiter, s.call_id, s.tenant);
-                                finish(access::reinstated(limiter, req, e ? nullptr : &reply, e));
-                            });
-                    });
+                    limiter.backend().async_reinstate(
+                        access::request(limiter, s.call_id, s.tenant),
+                        [&limiter, s, finish = std::move(finish)](reinstate_reply reply, const backend_error* e) mutable {
+                            const auto req = access::request(limiter, s.call_id, s.tenant);
+                            finish(access::reinstated(limiter, req, e ? nullptr : &reply, e));
+                        });
+                });
             else
-                detail::run_blocking(limiter, std::move(handler), std::move(blocking));
-            } else {
-                // Only a blocking reinstate: on a thread of the system executor.
-                auto fallback = detail::default_executor(limiter.backend());
-                boost::asio::post(boost::asio::system_executor(),
-                                  [handler = std::move(handler), blocking, fallback,
-                                   busy = access::in_flight(limiter)]() mutable {
-                                      detail::complete_on(fallback, std::move(handler), blocking(), false);
-                                  });
-            }
+                detail::run_blocking(limiter, std::move(handler),
+                                     [&limiter, s] { return limiter.reinstate(s.call_id, s.tenant); });
         },
         token, detail::call_strings{std::string(call_id), std::string(tenant)});
 }
