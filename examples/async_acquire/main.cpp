@@ -10,6 +10,7 @@
 
 #include <utility> // before Asio
 
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -51,9 +52,12 @@ int run(asio::io_context& ioc, Limiter& limiter) {
     for (int i = 1; i <= 5; ++i)
         asio::co_spawn(ioc, call(limiter, fmt::format("CA{:032x}", i), admitted, rejected), asio::detached);
     ioc.run(); // returns once every call has ended and its slot is back
-    // The count, asynchronously too: the io_context runs the backend, so it must run to answer.
+    // The count, asynchronously too. A plain callback runs on the backend's executor, or (memory
+    // has none) on Asio's system executor: bound to the io_context, it runs in ioc.run() below,
+    // before `status` is read.
     callguard::capacity_status status;
-    callguard::async_status(limiter, [&](callguard::capacity_status s) { status = s; });
+    callguard::async_status(limiter,
+                            asio::bind_executor(ioc, [&](callguard::capacity_status s) { status = s; }));
     ioc.restart();
     ioc.run();
     fmt::print("admitted {}, rejected {}; {}\n", admitted, rejected, callguard::to_json(status));
