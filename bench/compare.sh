@@ -183,9 +183,9 @@ rb() { # callers pipeline script-args... -> "rps p50_us" medians
 declare -A rb_trivial rb_acquire rb_trivial_p16 rb_acquire_p16
 for c in 1 16 64; do
   rb_trivial[$c]=$(rb "$c" 1 EVALSHA "$trivial" 0)
-  rb_acquire[$c]=$(rb "$c" 1 EVALSHA "$acquire" 3 '{rb}:active' '{rb}:owners' '{rb}:released' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rb}')
+  rb_acquire[$c]=$(rb "$c" 1 EVALSHA "$acquire" 4 '{rb}:active' '{rb}:owners' '{rb}:released:current' '{rb}:released:previous' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rb}')
   rb_trivial_p16[$c]=$(rb "$c" 16 EVALSHA "$trivial" 0)
-  rb_acquire_p16[$c]=$(rb "$c" 16 EVALSHA "$acquire" 3 '{rbp}:active' '{rbp}:owners' '{rbp}:released' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rbp}')
+  rb_acquire_p16[$c]=$(rb "$c" 16 EVALSHA "$acquire" 4 '{rbp}:active' '{rbp}:owners' '{rbp}:released:current' '{rbp}:released:previous' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rbp}')
   redis-cli -p "$port" DEL '{rb}:active' '{rbp}:active' >/dev/null
 done
 

@@ -192,6 +192,32 @@ TEST_CASE("redis: a retried acquire of a call with an uncapped tenant pushes its
     CHECK(srv.integer({"HLEN", base + ":owners"}) == 0);
 }
 
+TEST_CASE("redis: a full tenant turns a new call away and leaves nothing behind, a call it holds is still held") {
+    auto& srv = test::shared_redis();
+    const auto prefix = test::unique_prefix("tenant-full");
+    const auto base = "{" + prefix + "}";
+    callguard::redis_backend b(test::quick_options(srv, prefix));
+    auto req = [](std::string_view id) {
+        return callguard::slot_request{id, "biz1", 10, 2, std::chrono::milliseconds(60'000)};
+    };
+    REQUIRE(b.try_acquire(req("CA-t1")).state == callguard::slot_state::acquired);
+    REQUIRE(b.try_acquire(req("CA-t2")).state == callguard::slot_state::acquired);
+    // The global count has room, so the script adds first and takes it back on the tenant's cap.
+    auto over = b.try_acquire(req("CA-t3"));
+    CHECK(over.state == callguard::slot_state::rejected_tenant);
+    CHECK(over.active == 2);
+    CHECK(srv.integer({"ZCARD", base + ":active"}) == 2);
+    CHECK(srv.command({"ZSCORE", base + ":active", "CA-t3"}) == "(nil)");
+    CHECK(srv.integer({"ZCARD", base + ":tenant:biz1"}) == 2);
+    CHECK(srv.command({"HGET", base + ":owners", "CA-t3"}) == "(nil)");
+    auto again = b.try_acquire(req("CA-t1")); // a retry of a call the full tenant holds
+    CHECK(again.state == callguard::slot_state::already_held);
+    CHECK(again.active == 2);
+    CHECK(b.release("CA-t1").released);
+    CHECK(b.try_acquire(req("CA-t3")).state == callguard::slot_state::acquired);
+    CHECK(srv.integer({"ZCARD", base + ":tenant:biz1"}) == 2);
+}
+
 TEST_CASE("redis: key prefixes keep limiters apart, a unix socket works too") {
     auto a = make(test::unique_prefix("apart-a"), 1);
     auto b = make(test::unique_prefix("apart-b"), 1);

@@ -67,7 +67,7 @@ TEST_CASE("redis reinstate: a call released lately is not brought back, an acqui
     callguard::redis_backend b(o);
     REQUIRE(b.try_acquire(request("CA-end", 5)).state == callguard::slot_state::acquired);
     REQUIRE(b.release("CA-end").released);
-    CHECK(srv.command({"ZSCORE", "{mem}:released", "CA-end"}) != "(nil)");
+    CHECK(srv.integer({"HEXISTS", "{mem}:released:current", "CA-end"}) == 1);
     auto r = b.reinstate(request("CA-end", 5));
     CHECK(r.state == reinstate_state::released);
     CHECK(r.active == 0);
@@ -77,22 +77,73 @@ TEST_CASE("redis reinstate: a call released lately is not brought back, an acqui
     CHECK(srv.integer({"ZCARD", "{mem}:active"}) == 0);
     // A new admission of the same id forgets the release.
     CHECK(b.try_acquire(request("CA-end", 5)).state == callguard::slot_state::acquired);
-    CHECK(srv.command({"ZSCORE", "{mem}:released", "CA-end"}) == "(nil)");
+    CHECK(srv.integer({"HEXISTS", "{mem}:released:current", "CA-end"}) == 0);
     CHECK(b.release("CA-end").released);
-    // The memory is bounded in time: the set empties and expires on its own.
-    std::this_thread::sleep_for(800ms);
+    // The memory is bounded in time (the release memory to twice that): the keys expire on
+    // their own.
+    std::this_thread::sleep_for(1500ms);
     CHECK(b.reinstate(request("CA-never-held", 5)).state == reinstate_state::reinstated);
-    CHECK(test::eventually([&] { return srv.integer({"EXISTS", "{mem}:released"}) == 0; }, 3s));
+    CHECK(test::eventually([&] {
+        return srv.integer({"EXISTS", "{mem}:released:current", "{mem}:released:previous"}) == 0;
+    }, 3s));
 
     auto off = test::quick_options(srv, "nomem");
     off.release_memory = 0ms;
     callguard::redis_backend none(off);
     REQUIRE(none.try_acquire(request("CA-x", 5)).state == callguard::slot_state::acquired);
     REQUIRE(none.release("CA-x").released);
-    CHECK(srv.integer({"EXISTS", "{nomem}:released"}) == 0);
+    CHECK(srv.integer({"EXISTS", "{nomem}:released:current", "{nomem}:released:previous"}) == 0);
     CHECK(none.reinstate(request("CA-x", 5)).state == reinstate_state::reinstated);
     off.release_memory = -1ms;
     CHECK_THROWS_AS(callguard::redis_backend{off}, callguard::config_error);
+}
+
+TEST_CASE("redis release memory: two generations, a release remembered for the memory to twice that") {
+    test::redis_server srv;
+    auto o = test::quick_options(srv, "gen");
+    o.release_memory = 1000ms;
+    callguard::redis_backend b(o);
+    REQUIRE_FALSE(b.release("CA-1").released); // starts a generation that lives 2 s
+    REQUIRE_FALSE(b.release("CA-3").released);
+    CHECK(srv.integer({"HEXISTS", "{gen}:released:current", "CA-1"}) == 1);
+    const auto ttl = srv.integer({"PTTL", "{gen}:released:current"});
+    CHECK(ttl > 1000);
+    CHECK(ttl <= 2000);
+    // Less than the memory left: the next release starts a new generation, the old one is kept.
+    std::this_thread::sleep_for(1100ms);
+    REQUIRE_FALSE(b.release("CA-2").released);
+    CHECK(srv.integer({"HEXISTS", "{gen}:released:previous", "CA-1"}) == 1);
+    CHECK(srv.integer({"HEXISTS", "{gen}:released:current", "CA-1"}) == 0);
+    CHECK(srv.integer({"HEXISTS", "{gen}:released:current", "CA-2"}) == 1);
+    CHECK(srv.integer({"PTTL", "{gen}:released:previous"}) < 1000);
+    CHECK(b.reinstate(request("CA-1", 5)).state == reinstate_state::released);
+    CHECK(b.reinstate(request("CA-2", 5)).state == reinstate_state::released);
+    // An admission forgets a release in either generation.
+    REQUIRE(b.try_acquire(request("CA-3", 5)).state == callguard::slot_state::acquired);
+    CHECK(srv.integer({"HEXISTS", "{gen}:released:previous", "CA-3"}) == 0);
+    // The old generation goes whole at its expiry; the new one lives on.
+    CHECK(test::eventually([&] { return srv.integer({"EXISTS", "{gen}:released:previous"}) == 0; }, 3s));
+    CHECK(b.reinstate(request("CA-1", 5)).state == reinstate_state::reinstated);
+    CHECK(b.reinstate(request("CA-2", 5)).state == reinstate_state::released);
+}
+
+TEST_CASE("redis acquire: a released id while callers wait keeps the line's order and its release until admitted") {
+    test::redis_server srv;
+    callguard::redis_backend b(test::quick_options(srv, "both"));
+    REQUIRE(b.try_acquire(request("CA-a", 1)).state == callguard::slot_state::acquired);
+    callguard::wait_request w{"CA-w", {}, 1, 0, std::chrono::milliseconds(60'000),
+                              std::chrono::milliseconds(60'000), true, 0};
+    REQUIRE(b.wait_turn(w).state == callguard::wait_state::queued);
+    REQUIRE(b.release("CA-a").released);
+    // The freed slot goes to the waiter; the turned-away acquire leaves the release remembered.
+    CHECK(b.try_acquire(request("CA-a", 1)).state == callguard::slot_state::rejected_queue);
+    CHECK(srv.integer({"HEXISTS", "{both}:released:current", "CA-a"}) == 1);
+    CHECK(b.reinstate(request("CA-a", 1)).state == reinstate_state::released);
+    CHECK(b.wait_turn(w).state == callguard::wait_state::admitted);
+    REQUIRE(b.release("CA-w").released);
+    CHECK(b.try_acquire(request("CA-a", 1)).state == callguard::slot_state::acquired);
+    CHECK(srv.integer({"HEXISTS", "{both}:released:current", "CA-a"}) == 0);
+    CHECK(srv.integer({"HEXISTS", "{both}:released:current", "CA-w"}) == 1);
 }
 
 TEST_CASE("redis reinstate: a stored expired call comes back afresh, and a waiting-room admission forgets a release") {
@@ -126,7 +177,7 @@ TEST_CASE("redis reinstate: a stored expired call comes back afresh, and a waiti
     callguard::wait_request w{"CA-old", {}, 1, 0, std::chrono::milliseconds(60'000),
                               std::chrono::milliseconds(60'000), true, 0};
     CHECK(b.wait_turn(w).state == callguard::wait_state::acquired);
-    CHECK(srv.command({"ZSCORE", "{old}:released", "CA-old"}) == "(nil)");
+    CHECK(srv.integer({"HEXISTS", "{old}:released:current", "CA-old"}) == 0);
     REQUIRE(srv.integer({"ZREM", "{old}:active", "CA-old"}) == 1); // the slot is lost behind its back
     CHECK(b.reinstate(request("CA-old", 1)).state == reinstate_state::reinstated);
     CHECK(b.active_count() == 1);

@@ -157,7 +157,7 @@ private:
     /// One backend's parts; copies of the backend share them.
     struct state {
         redis_options options; // validated; the parts below refer to it
-        std::string base, active_key, owners_key, released_key, release_memory_ms;
+        std::string base, active_key, owners_key, released_key, previous_key, release_memory_ms;
         boost::asio::any_io_executor executor; // given, or the system executor
         detail::circuit_breaker breaker;
         detail::replay_queue replays;
@@ -183,7 +183,8 @@ private:
               base("{" + options.key_prefix + "}"),
               active_key(base + ":active"),
               owners_key(base + ":owners"),
-              released_key(base + ":released"),
+              released_key(base + ":released:current"),
+              previous_key(base + ":released:previous"),
               release_memory_ms(std::to_string(options.release_memory.count())),
               executor(std::move(ex)),
               breaker(options.probe_interval),
@@ -231,7 +232,7 @@ private:
         const auto cap = std::to_string(req.max_active);
         const auto ttl = std::to_string(req.ttl.count());
         const auto tenant_cap = std::to_string(req.tenant_max);
-        return call(detail::script_id::acquire, {st.active_key, st.owners_key, st.released_key},
+        return call(detail::script_id::acquire, {st.active_key, st.owners_key, st.released_key, st.previous_key},
                     {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base}, [](const redisReply* r) {
                         auto [code, live] = packed_of(r);
                         static constexpr std::array<slot_state, 5> states{
@@ -245,7 +246,7 @@ private:
     template <class Call>
     auto release_op(std::string_view call_id, Call&& call) {
         auto& st = *st_;
-        return call(detail::script_id::release, {st.active_key, st.owners_key, st.released_key},
+        return call(detail::script_id::release, {st.active_key, st.owners_key, st.released_key, st.previous_key},
                     {call_id, st.base, st.release_memory_ms}, [](const redisReply* r) {
                         auto [freed, live] = packed_of(r);
                         return release_reply{freed == 1, live};
@@ -256,7 +257,7 @@ private:
     auto reinstate_op(const slot_request& req, Call&& call) {
         auto& st = *st_;
         const auto ttl = std::to_string(req.ttl.count());
-        return call(detail::script_id::reinstate, {st.active_key, st.owners_key, st.released_key},
+        return call(detail::script_id::reinstate, {st.active_key, st.owners_key, st.released_key, st.previous_key},
                     {req.call_id, ttl, req.tenant, st.base}, [](const redisReply* r) {
                         auto [code, live] = packed_of(r);
                         static constexpr std::array<reinstate_state, 3> states{
@@ -449,7 +450,8 @@ private:
         for (auto& id : batch) {
             try {
                 st->runner.async_run(detail::script_id::release,
-                                     std::array<std::string_view, 3>{st->active_key, st->owners_key, st->released_key},
+                                     std::array<std::string_view, 4>{st->active_key, st->owners_key,
+                                                                     st->released_key, st->previous_key},
                                      std::array<std::string_view, 3>{id, st->base, st->release_memory_ms},
                                      [st, id](detail::reply_ptr, const detail::failure& why) {
                                          if (why) keep_for_replay(*st, id);
@@ -522,7 +524,8 @@ private:
         for (std::size_t i = 0; i < batch.size(); ++i) {
             try {
                 auto& st = *st_;
-                const std::array<std::string_view, 3> keys{st.active_key, st.owners_key, st.released_key};
+                const std::array<std::string_view, 4> keys{st.active_key, st.owners_key, st.released_key,
+                                                           st.previous_key};
                 const std::array<std::string_view, 3> args{batch[i], st.base, st.release_memory_ms};
                 st.runner.run(detail::script_id::release, keys, args);
             } catch (...) {

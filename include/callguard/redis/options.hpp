@@ -83,11 +83,12 @@ struct redis_options {
     std::chrono::milliseconds probe_interval{1000};
     /// Releases that failed while Redis was unreachable, kept and replayed when it answers again.
     std::size_t max_pending_releases = 10000;
-    /// How long a released call id is remembered (`{prefix}:released`), so that a late
-    /// reinstatement (another instance putting back a call it admitted during an outage) does not
-    /// bring back a call that ended; 0 remembers nothing. It needs to cover the time instances
-    /// take to put their calls back after an outage, not the outage itself (a release that fails
-    /// during the outage is replayed when Redis answers, and remembered from then on).
+    /// How long a released call id is remembered at least (at most twice that,
+    /// `{prefix}:released:*`), so that a late reinstatement (another instance putting back a call
+    /// it admitted during an outage) does not bring back a call that ended; 0 remembers nothing.
+    /// It needs to cover the time instances take to put their calls back after an outage, not the
+    /// outage itself (a release that fails during the outage is replayed when Redis answers, and
+    /// remembered from then on).
     std::chrono::milliseconds release_memory{std::chrono::minutes(10)};
     /// Receives operational warnings (an eviction policy that can drop our keys, a dropped
     /// queued release). Default: one line on stderr.

@@ -7,8 +7,13 @@
 //   {prefix}:active           sorted set, member = call id, score = expiry (ms, server time)
 //   {prefix}:tenant:<name>    sorted set per tenant, same members and scores
 //   {prefix}:owners           hash, call id -> tenant (to find the tenant set on release)
-//   {prefix}:released         sorted set, member = call id released lately, score = when it is
-//                             forgotten (ms): a late reinstatement does not bring the call back
+//   {prefix}:released:current  hash, call id -> 1: calls released lately, so a late
+//   {prefix}:released:previous reinstatement does not bring them back. Two generations, each
+//                             forgotten whole by Redis's expiry: a release goes into the current
+//                             one while it has at least the release memory left to live (it is
+//                             made with twice that); then it becomes the previous one, keeping its
+//                             expiry, and a new one starts. So a release is remembered for the
+//                             release memory to twice that, with no clock and no pruning.
 // The waiting room (only while someone waits; each key expires on its own when idle):
 //   {prefix}:waiting          sorted set, member = call id, score = ticket (last ticket + 1 at
 //                             join, so arrival order is total across every instance)
@@ -168,23 +173,23 @@ namespace callguard::detail::lua {
     "  return room(nt, ncap) and 'admit' or 'tenant'\n"                                          \
     "end\n"
 
-/// KEYS: active, owners, released. ARGV: call id, cap, ttl ms, tenant ('' = none), tenant cap
-/// (0 = none), key base ("{prefix}"). Returns 10 * live + state; state: 0 acquired, 1 already
+/// KEYS: active, owners, released, released:previous. ARGV: call id, cap, ttl ms, tenant
+/// ('' = none), tenant cap (0 = none), key base ("{prefix}"). Returns 10 * live + state; state: 0 acquired, 1 already
 /// held, 2 rejected, 3 rejected by the tenant cap, 4 rejected because the free slots go to
 /// callers in line. While nobody waits, the waiting room costs one EXISTS. A new admission
 /// forgets an earlier release of the same id.
 inline constexpr std::string_view acquire = CALLGUARD_LUA_NOW R"lua(
-local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
+local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tenant, tenant_cap, base = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local expires = now + ttl
 )lua" CALLGUARD_LUA_LIVE_COUNT R"lua(
 local line = live < cap and redis.call('EXISTS', base .. ':waiting') == 1
 -- Does the call hold a slot already? Asked here when the answer can change the decision (full,
--- a tenant cap, callers in line) or a slot of it may have expired unpurged; otherwise the
--- ZADD NX below finds out (nothing has expired, so a member there is a live slot).
+-- callers in line) or a slot of it may have expired unpurged; otherwise the ZADD NX below finds
+-- out (nothing has expired, so a member there is a live slot), before any tenant cap is checked.
 local asked, held = false, false
-if live >= cap or tenant_cap > 0 or line or expired > 0 then
+if live >= cap or line or expired > 0 then
   asked, held = true, redis.call('ZSCORE', active, id)
   if held and tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
@@ -203,18 +208,20 @@ if live >= cap or tenant_cap > 0 or line or expired > 0 then
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
   end
 end
-local tk = tenant ~= '' and base .. ':tenant:' .. tenant
-if tk and tenant_cap > 0 then
-)lua" CALLGUARD_LUA_TENANT_COUNT R"lua(
-  if tenant_live >= tenant_cap then return 10 * live + 3 end
-end
-if asked then
-  redis.call('ZADD', active, expires, id)
-elseif redis.call('ZADD', active, 'NX', expires, id) == 0 then
+if not asked and redis.call('ZADD', active, 'NX', expires, id) == 0 then
   held = redis.call('ZSCORE', active, id)
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
   return 10 * live + 1
 end
+local tk = tenant ~= '' and base .. ':tenant:' .. tenant
+if tk and tenant_cap > 0 then
+)lua" CALLGUARD_LUA_TENANT_COUNT R"lua(
+  if tenant_live >= tenant_cap then
+    if not asked then redis.call('ZREM', active, id) end -- takes back the ZADD NX above
+    return 10 * live + 3
+  end
+end
+if asked then redis.call('ZADD', active, expires, id) end
 )lua" CALLGUARD_LUA_KEEP("active", "ttl") R"lua(
 if tk then
   redis.call('ZADD', tk, expires, id)
@@ -222,32 +229,32 @@ if tk then
   redis.call('HSET', owners, id, tenant)
 )lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
 end
-redis.call('ZREM', released, id)
+redis.call('HDEL', released, id)
+redis.call('HDEL', previous, id)
 return 10 * (live + 1)
 )lua";
 
-/// KEYS: active, owners, released. ARGV: call id, key base, how long to remember the release
-/// (ms, 0 = not at all). Returns 10 * live + freed (1 when the call's slot was there and is gone
-/// now). The clock is read only to remember the release: a slot past its TTL that no acquire has
-/// purged yet is removed like a live one, and the count is the set's size, which may include
-/// such slots.
+/// KEYS: active, owners, released, released:previous. ARGV: call id, key base, how long to
+/// remember the release (ms, 0 = not at all). Returns 10 * live + freed (1 when the call's slot
+/// was there and is gone now). No clock: a slot past its TTL that no acquire has purged yet is
+/// removed like a live one, and the count is the set's size, which may include such slots.
 inline constexpr std::string_view release = R"lua(
-local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
+local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, base, remember = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if remember > 0 then
-)lua" CALLGUARD_LUA_NOW R"lua(
-  redis.call('ZADD', released, now + remember, id)
-  -- Forgets lapsed releases and keeps the key alive (TTL 2 * remember) at most once per `step`
-  -- ms: the TTL left says how long ago that was. Each id is forgotten once, so this costs
-  -- O(log n) per release over time, and a marker always outlives `remember`.
-  local step = math.min(remember, 10)
-  if redis.call('PTTL', released) < 2 * remember - step then
-    redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
-    redis.call('PEXPIRE', released, 2 * remember)
-  end
-end
 local freed = redis.call('ZREM', active, id)
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+if remember > 0 then
+  -- The current generation takes the release while it has `remember` ms left (PTTL is -2 once
+  -- it is gone); otherwise it becomes the previous one and a new one starts.
+  local left = redis.call('PTTL', released)
+  if left < remember then
+    if left > 0 then redis.call('RENAME', released, previous) end
+    redis.call('HSET', released, id, 1)
+    redis.call('PEXPIRE', released, 2 * remember)
+  else
+    redis.call('HSET', released, id, 1)
+  end
+end
 return 10 * redis.call('ZCARD', active) + freed
 )lua";
 
@@ -262,12 +269,13 @@ local expires = now + ttl
 return 1
 )lua";
 
-/// KEYS: active, owners, released. ARGV: call id, ttl ms, tenant ('' = none), key base.
+/// KEYS: active, owners, released, released:previous. ARGV: call id, ttl ms, tenant ('' = none),
+/// key base.
 /// Puts back the slot of a call already in progress, with no cap check: the counts may exceed
 /// the caps (acquire then rejects until they are below). Returns 10 * live + state; state:
 /// 0 reinstated, 1 already held (expiry pushed), 2 released lately (left out).
 inline constexpr std::string_view reinstate = CALLGUARD_LUA_NOW R"lua(
-local active, owners, released = KEYS[1], KEYS[2], KEYS[3]
+local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, ttl, tenant, base = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local expires = now + ttl
 )lua" CALLGUARD_LUA_LIVE_COUNT R"lua(
@@ -276,8 +284,9 @@ if held and tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
   return 10 * live + 1
 end
-local gone = redis.call('ZSCORE', released, id)
-if gone and tonumber(gone) > now then return 10 * live + 2 end
+if redis.call('HEXISTS', released, id) == 1 or redis.call('HEXISTS', previous, id) == 1 then
+  return 10 * live + 2
+end
 if held then -- expired but not purged yet: put back afresh, without its old tenant entry
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
 end
@@ -357,7 +366,8 @@ local function take(m, t)
   end
   redis.call('ZADD', active, expires, m)
   extend(active, slot_ttl)
-  redis.call('ZREM', base .. ':released', m)
+  redis.call('HDEL', base .. ':released:current', m)
+  redis.call('HDEL', base .. ':released:previous', m)
 end
 local function keep_line()
   extend(waiting, waiter_ttl)
