@@ -23,7 +23,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -290,57 +289,117 @@ double pair_under_load(admin& a, bool with_tenant, int threads, std::chrono::dur
     return median(std::move(windows));
 }
 
-/// Server microseconds per acquire and per release, apart: 8 callers take 8 slots each, all
-/// wait, then release them, all wait, and so on (the set stays as small as under load); the
-/// statistics are read while everyone waits. Medians over the rounds.
-std::pair<double, double> apart(admin& a, bool with_tenant, std::chrono::duration<double> time) {
-    constexpr int threads = 8;
-    constexpr std::size_t batch = 8;
-    auto l = make_limiter(fmt::format("st-apart-{}", with_tenant), with_tenant);
-    const std::string_view tenant = with_tenant ? "biz1" : "";
-    std::vector<double> acquires, releases;
-    std::pair<double, double> last{0, 0};
-    bool releasing = false, measuring = false, done = false;
-    const auto start = std::chrono::steady_clock::now();
-    // Runs on one thread once all have arrived: no caller is in a command.
-    std::barrier sync(threads, [&]() noexcept {
-        const auto now_stats = a.evalsha();
-        const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
-        if (measuring && calls > 0) (releasing ? releases : acquires).push_back(usec / calls);
-        last = now_stats;
-        releasing = !releasing;
-        const auto elapsed = std::chrono::steady_clock::now() - start;
-        if (!releasing) { // a round ended: warm for 300 ms, then measure for `time`
-            measuring = elapsed > std::chrono::milliseconds(300);
-            done = elapsed > time + std::chrono::milliseconds(300);
-        }
-    });
-    std::vector<std::thread> callers;
-    for (int t = 0; t < threads; ++t)
-        callers.emplace_back([&, t] {
-            const auto ids = call_ids(t);
-            for (std::size_t round = 0;; ++round) {
-                for (std::size_t i = 0; i < batch; ++i) l->acquire(ids[(round * batch + i) & 4095], tenant);
-                sync.arrive_and_wait();
-                for (std::size_t i = 0; i < batch; ++i) l->release(ids[(round * batch + i) & 4095]);
-                sync.arrive_and_wait();
-                if (done) return;
-            }
-        });
-    for (auto& c : callers) c.join();
-    return {median(std::move(acquires)), median(std::move(releases))};
-}
+/// The async API's load, the shape of the peer's (one Node thread, its workers sharing one
+/// connection): `callers` coroutines on one io_context thread, each doing acquire+release pairs,
+/// or (apart) acquiring `batch` ids, all waiting, releasing them, all waiting. The statistics are
+/// read from the calling thread: every 100 ms under load, between the phases apart. Each caller
+/// cycles through its 4096 ids, so the set of remembered releases stays as small as a service's.
+class async_load {
+public:
+    async_load(bool with_tenant, int callers)
+        : limiter_(callguard::redis_backend(ioc_.get_executor(), options(with_tenant)), config(with_tenant),
+                   callguard::limiter_hooks{callguard::null_sink(), {}}),
+          tenant_(with_tenant ? "biz1" : "") {
+        for (int w = 0; w < callers; ++w) callers_.push_back({call_ids(w), 0});
+    }
 
-/// Prints, for no tenant and a tenant: `server_time tenant=T pair_us=P acquire_us=A release_us=R`
-/// (P under load from 16 callers; A and R apart, 8 callers).
+    double pair_under_load(admin& a, std::chrono::duration<double> time) {
+        std::atomic<bool> stop{false};
+        for (auto& c : callers_) boost::asio::co_spawn(ioc_, pairs(c, stop), boost::asio::detached);
+        std::thread io([this] { ioc_.run(); });
+        std::this_thread::sleep_for(std::chrono::milliseconds(300)); // scripts loaded, socket warm
+        std::vector<double> windows;
+        auto last = a.evalsha();
+        for (auto end = std::chrono::steady_clock::now() + time; std::chrono::steady_clock::now() < end;) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            const auto now_stats = a.evalsha();
+            const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
+            if (calls > 0) windows.push_back(2 * usec / calls);
+            last = now_stats;
+        }
+        stop = true;
+        io.join();
+        ioc_.restart();
+        return median(std::move(windows));
+    }
+
+    std::pair<double, double> apart(admin& a, std::chrono::duration<double> time) {
+        std::vector<double> acquires, releases;
+        const auto start = std::chrono::steady_clock::now();
+        for (auto elapsed = std::chrono::steady_clock::duration{}; elapsed < time + std::chrono::milliseconds(300);
+             elapsed = std::chrono::steady_clock::now() - start) {
+            const bool measuring = elapsed > std::chrono::milliseconds(300); // warm first
+            for (bool releasing : {false, true}) {
+                const auto before = a.evalsha();
+                for (auto& c : callers_) boost::asio::co_spawn(ioc_, step(c, releasing), boost::asio::detached);
+                ioc_.run();
+                ioc_.restart();
+                const auto after = a.evalsha();
+                const double calls = after.first - before.first, usec = after.second - before.second;
+                if (measuring && calls > 0) (releasing ? releases : acquires).push_back(usec / calls);
+            }
+        }
+        return {median(std::move(acquires)), median(std::move(releases))};
+    }
+
+private:
+    static constexpr std::size_t batch = 8;
+    struct caller {
+        std::vector<std::string> ids;
+        std::size_t next;
+    };
+
+    static callguard::redis_options options(bool with_tenant) {
+        auto o = callguard::redis_options::from_env();
+        o.key_prefix = fmt::format("st-async-{}", with_tenant);
+        o.command_timeout = o.connect_timeout = std::chrono::milliseconds(2000);
+        return o;
+    }
+    static callguard::limiter_config config(bool with_tenant) {
+        auto c = bench_config(1'000'000'000);
+        if (with_tenant) c.tenant_limits["biz1"] = 1'000'000'000;
+        return c;
+    }
+
+    boost::asio::awaitable<void> pairs(caller& c, const std::atomic<bool>& stop) {
+        while (!stop.load(std::memory_order_relaxed)) {
+            const auto& id = c.ids[c.next++ & 4095];
+            co_await callguard::async_acquire(limiter_, id, tenant_, boost::asio::use_awaitable);
+            co_await callguard::async_release(limiter_, id, boost::asio::use_awaitable);
+        }
+    }
+
+    /// Acquires the caller's next `batch` ids, or releases the last `batch` it acquired.
+    boost::asio::awaitable<void> step(caller& c, bool releasing) {
+        if (releasing) c.next -= batch;
+        for (std::size_t i = 0; i < batch; ++i) {
+            const auto& id = c.ids[c.next++ & 4095];
+            if (releasing)
+                co_await callguard::async_release(limiter_, id, boost::asio::use_awaitable);
+            else
+                co_await callguard::async_acquire(limiter_, id, tenant_, boost::asio::use_awaitable);
+        }
+    }
+
+    boost::asio::io_context ioc_{1};
+    callguard::capacity_limiter<callguard::redis_backend> limiter_;
+    std::string tenant_;
+    std::vector<caller> callers_;
+};
+
+/// Prints, for no tenant and a tenant, `server_time tenant=T pair_us=P acquire_us=A
+/// release_us=R pair_threads_us=PT`: P, A and R from the async API's load (16 coroutines, like
+/// the peer's 16 workers; A and R apart, 8 calls each), PT under load from 16 threads.
 int run(std::chrono::duration<double> time) {
     auto o = callguard::redis_options::from_env();
     admin a(o);
     for (bool with_tenant : {false, true}) {
-        const double pair = pair_under_load(a, with_tenant, 16, time);
-        const auto [acquire, release] = apart(a, with_tenant, time);
-        fmt::print("server_time tenant={} pair_us={:.2f} acquire_us={:.2f} release_us={:.2f}\n",
-                   with_tenant ? 1 : 0, pair, acquire, release);
+        const double threads_pair = pair_under_load(a, with_tenant, 16, time);
+        async_load load(with_tenant, 16);
+        const double pair = load.pair_under_load(a, time);
+        const auto [acquire, release] = load.apart(a, time);
+        fmt::print("server_time tenant={} pair_us={:.2f} acquire_us={:.2f} release_us={:.2f} pair_threads_us={:.2f}\n",
+                   with_tenant ? 1 : 0, pair, acquire, release, threads_pair);
     }
     return 0;
 }

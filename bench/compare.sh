@@ -19,8 +19,9 @@
 #     `npm ci` into bench/peer/node_modules), acquire+release pairs from 1, 16 and 64 async
 #     workers on one Node thread;
 #   - the server's own time per acquire, release and pair (INFO commandstats), ours
-#     (`bench_limiter --server-time`) and the peer's, with no tenant and with a tenant (the
-#     peer: a tenant's semaphore, then the global one);
+#     (`bench_limiter --server-time`: under the async API's load, 16 coroutines on one thread,
+#     the shape of the peer's load, and pairs from 16 threads beside it) and the peer's, with no
+#     tenant and with a tenant (the peer: a tenant's semaphore, then the global one);
 # and prints tables with the ratios. Medians of --repetitions runs (3; 1 with --quick).
 # --plot draws pairs/s against callers into a PNG (needs gnuplot) and keeps its data next to it
 # (out.txt).
@@ -136,22 +137,24 @@ server_time() {
   peer_run --callers 16 --server-time >"$work/st_peer.txt"
   peer_run --callers 16 --server-time --tenant >"$work/st_peer_tenant.txt"
   printf '\nServer time per operation (INFO commandstats, microseconds inside the command), medians of %s run(s)\n' "$reps"
-  printf 'ours: pair under load from 16 threads, acquire and release measured apart (8 threads);\n'
+  printf 'ours: the async API, 16 coroutines on one thread, as the peer runs (pairs under load;\n'
+  printf 'acquire and release apart, 8 calls each), and pairs from 16 threads (the blocking API);\n'
   printf 'redis-semaphore: 16 Node workers, acquire = EVALSHA, release = ZREM.\n\n'
-  printf '%-10s | %9s %9s %9s | %9s %9s %9s | %7s\n' "" "our acq" "our rel" "our pair" "peer acq" "peer rel" "peer pair" "x pair"
-  printf '%s\n' "-----------+-------------------------------+-------------------------------+--------"
+  printf '%-10s | %9s %9s %9s | %9s %9s %9s | %7s | %11s\n' "" "our acq" "our rel" "our pair" "peer acq" "peer rel" "peer pair" "x pair" "pair, thr."
+  printf '%s\n' "-----------+-------------------------------+-------------------------------+---------+------------"
   for t in 0 1; do
     local peer_file=$work/st_peer.txt label="no tenant"
     ((t)) && peer_file=$work/st_peer_tenant.txt label="tenant"
-    local oa or op pa pr pp
+    local oa or op ot pa pr pp
     oa=$(grep "tenant=$t " "$work/st_ours.txt" | field acquire_us | median)
+    ot=$(grep "tenant=$t " "$work/st_ours.txt" | field pair_threads_us | median)
     or=$(grep "tenant=$t " "$work/st_ours.txt" | field release_us | median)
     op=$(grep "tenant=$t " "$work/st_ours.txt" | field pair_us | median)
     pa=$(json_field server_acquire_us <"$peer_file" | median)
     pr=$(json_field server_release_us <"$peer_file" | median)
     pp=$(json_field server_pair_us <"$peer_file" | median)
-    awk -v l="$label" -v oa="$oa" -v or="$or" -v op="$op" -v pa="$pa" -v pr="$pr" -v pp="$pp" 'BEGIN {
-      printf "%-10s | %9.2f %9.2f %9.2f | %9.2f %9.2f %9.2f | %7.2f\n", l, oa, or, op, pa, pr, pp, op / pp }'
+    awk -v l="$label" -v oa="$oa" -v or="$or" -v op="$op" -v ot="$ot" -v pa="$pa" -v pr="$pr" -v pp="$pp" 'BEGIN {
+      printf "%-10s | %9.2f %9.2f %9.2f | %9.2f %9.2f %9.2f | %7.2f | %11.2f\n", l, oa, or, op, pa, pr, pp, op / pp, ot }'
     echo "$t $op $pp" >>"$work/st_pairs.txt"
   done
   # The issue's targets are against the peer's plain (no tenant) pair.
