@@ -257,10 +257,26 @@ double median(std::vector<double> v) {
     return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
-/// Server microseconds per acquire+release pair, while `threads` callers do pairs as fast as
-/// they can: EVALSHA's mean over equal numbers of acquires and releases, times two, per 100 ms
-/// window; the median window (a window where the server lost its core to another process
-/// counts that time inside a command: the median leaves those out).
+/// While callers do pairs as fast as they can (after 300 ms to load the scripts and warm the
+/// sockets): EVALSHA's mean over equal numbers of acquires and releases, times two, per 100 ms
+/// window, for `time`; the median window (a window where the server lost its core to another
+/// process counts that time inside a command: the median leaves those out).
+double pair_windows(admin& a, std::chrono::duration<double> time) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::vector<double> windows;
+    auto last = a.evalsha();
+    for (auto end = std::chrono::steady_clock::now() + time; std::chrono::steady_clock::now() < end;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        const auto now_stats = a.evalsha();
+        const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
+        if (calls > 0) windows.push_back(2 * usec / calls);
+        last = now_stats;
+    }
+    return median(std::move(windows));
+}
+
+/// Server microseconds per acquire+release pair while `threads` callers (the blocking API) do
+/// pairs as fast as they can (`pair_windows`).
 double pair_under_load(admin& a, bool with_tenant, int threads, std::chrono::duration<double> time) {
     auto l = make_limiter(fmt::format("st-load-{}", with_tenant), with_tenant);
     const std::string_view tenant = with_tenant ? "biz1" : "";
@@ -274,19 +290,10 @@ double pair_under_load(admin& a, bool with_tenant, int threads, std::chrono::dur
                 l->release(ids[i & 4095]);
             }
         });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300)); // scripts loaded, sockets warm
-    std::vector<double> windows;
-    auto last = a.evalsha();
-    for (auto end = std::chrono::steady_clock::now() + time; std::chrono::steady_clock::now() < end;) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        const auto now_stats = a.evalsha();
-        const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
-        if (calls > 0) windows.push_back(2 * usec / calls);
-        last = now_stats;
-    }
+    const double pair = pair_windows(a, time);
     stop = true;
     for (auto& c : callers) c.join();
-    return median(std::move(windows));
+    return pair;
 }
 
 /// The async API's load, the shape of the peer's (one Node thread, its workers sharing one
@@ -307,20 +314,11 @@ public:
         std::atomic<bool> stop{false};
         for (auto& c : callers_) boost::asio::co_spawn(ioc_, pairs(c, stop), boost::asio::detached);
         std::thread io([this] { ioc_.run(); });
-        std::this_thread::sleep_for(std::chrono::milliseconds(300)); // scripts loaded, socket warm
-        std::vector<double> windows;
-        auto last = a.evalsha();
-        for (auto end = std::chrono::steady_clock::now() + time; std::chrono::steady_clock::now() < end;) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            const auto now_stats = a.evalsha();
-            const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
-            if (calls > 0) windows.push_back(2 * usec / calls);
-            last = now_stats;
-        }
+        const double pair = pair_windows(a, time);
         stop = true;
         io.join();
         ioc_.restart();
-        return median(std::move(windows));
+        return pair;
     }
 
     std::pair<double, double> apart(admin& a, std::chrono::duration<double> time) {
