@@ -127,6 +127,37 @@ TEST_CASE("redis release memory: two generations, a release remembered for the m
     CHECK(b.reinstate(request("CA-2", 5)).state == reinstate_state::released);
 }
 
+TEST_CASE("redis release memory: limiters that remember for different times never shorten each other's memory") {
+    test::redis_server srv;
+    auto long_o = test::quick_options(srv, "mix");
+    long_o.release_memory = 2000ms;
+    auto short_o = long_o;
+    short_o.release_memory = 200ms;
+    callguard::redis_backend long_b(long_o), short_b(short_o);
+    REQUIRE_FALSE(long_b.release("CA-long").released); // a generation that lives 4 s
+    std::this_thread::sleep_for(2100ms);                // less than 2 s left: the long one would rotate
+    REQUIRE_FALSE(short_b.release("CA-short-1").released); // 1.9 s left: goes in the same generation
+    REQUIRE_FALSE(long_b.release("CA-long-2").released);   // rotates: CA-long's generation is previous
+    CHECK(srv.integer({"HEXISTS", "{mix}:released:previous", "CA-long"}) == 1);
+    const auto previous_left = srv.integer({"PTTL", "{mix}:released:previous"});
+    CHECK(previous_left > 1000);
+    // The short limiter's next releases find less than 200 ms left only once the new generation is
+    // near its end; a previous generation still alive is never replaced: the current one grows.
+    srv.command({"PEXPIRE", "{mix}:released:current", "100"});
+    REQUIRE_FALSE(short_b.release("CA-short-2").released);
+    CHECK(srv.integer({"HEXISTS", "{mix}:released:previous", "CA-long"}) == 1);
+    CHECK(srv.integer({"PTTL", "{mix}:released:previous"}) <= previous_left);
+    CHECK(srv.integer({"HEXISTS", "{mix}:released:current", "CA-long-2"}) == 1);
+    CHECK(srv.integer({"HEXISTS", "{mix}:released:current", "CA-short-2"}) == 1);
+    CHECK(srv.integer({"PTTL", "{mix}:released:current"}) > 300);
+    CHECK(long_b.reinstate(request("CA-long", 5)).state == reinstate_state::released);
+    CHECK(long_b.reinstate(request("CA-short-1", 5)).state == reinstate_state::released);
+    // A generation that lost its expiry (PERSIST by hand) gets one again with the next release.
+    srv.command({"PERSIST", "{mix}:released:current"});
+    REQUIRE_FALSE(long_b.release("CA-long-3").released);
+    CHECK(srv.integer({"PTTL", "{mix}:released:current"}) > 3000);
+}
+
 TEST_CASE("redis acquire: a released id while callers wait keeps the line's order and its release until admitted") {
     test::redis_server srv;
     callguard::redis_backend b(test::quick_options(srv, "both"));

@@ -110,7 +110,8 @@ public:
     }
 
     /// Puts back the slot of a call already in progress, with no cap check (requirement 10 of
-    /// `backend.hpp`): `released` when the call was released within `release_memory`.
+    /// `backend.hpp`): `released` when the call was released within `release_memory` (or up to
+    /// twice that ago).
     reinstate_reply reinstate(const slot_request& req);
     template <class Done>
     void async_reinstate(const slot_request& req, Done done) {

@@ -238,17 +238,21 @@ return 10 * (live + 1)
 /// remember the release (ms, 0 = not at all). Returns 10 * live + freed (1 when the call's slot
 /// was there and is gone now). No clock: a slot past its TTL that no acquire has purged yet is
 /// removed like a live one, and the count is the set's size, which may include such slots.
+/// (Effects replication still: before Redis 5, PTTL counts as non-deterministic.)
 inline constexpr std::string_view release = R"lua(
+if redis.replicate_commands then redis.replicate_commands() end
 local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, base, remember = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local freed = redis.call('ZREM', active, id)
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
 if remember > 0 then
   -- The current generation takes the release while it has `remember` ms left (PTTL is -2 once
-  -- it is gone); otherwise it becomes the previous one and a new one starts.
+  -- it is gone); otherwise it becomes the previous one and a new one starts. A previous one
+  -- still alive (limiters on this prefix that remember for different times) is never replaced:
+  -- the current one is lengthened instead, so no release is forgotten early. Expiries only grow.
   local left = redis.call('PTTL', released)
   if left < remember then
-    if left > 0 then redis.call('RENAME', released, previous) end
+    if left > 0 and redis.call('EXISTS', previous) == 0 then redis.call('RENAME', released, previous) end
     redis.call('HSET', released, id, 1)
     redis.call('PEXPIRE', released, 2 * remember)
   else
