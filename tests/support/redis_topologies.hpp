@@ -171,18 +171,7 @@ private:
 class cluster_group {
 public:
     explicit cluster_group(const tls_certs* tls = nullptr) : tls_(tls) {
-        for (int i = 0; i < 3; ++i) {
-            // The bus port defaults to port + 10000, which a free port may not leave room for.
-            std::vector<std::string> args{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                          "--cluster-node-timeout", "3000",
-                                          "--cluster-port", std::to_string(free_port())};
-            tls_ports_.push_back(tls ? free_port() : 0);
-            if (tls) {
-                auto more = tls_server_args(*tls, static_cast<std::uint16_t>(tls_ports_.back()), true);
-                args.insert(args.end(), more.begin(), more.end());
-            }
-            nodes_.push_back(std::make_unique<redis_server>(args));
-        }
+        for (int i = 0; i < 3; ++i) nodes_.push_back(start_node());
         std::string cmd = "redis-cli --cluster create";
         for (auto& n : nodes_) cmd += " 127.0.0.1:" + std::to_string(n->port());
         cmd += " --cluster-replicas 0 --cluster-yes > " + nodes_[0]->dir() + "/create.log 2>&1";
@@ -262,6 +251,30 @@ public:
     }
 
 private:
+    /// One node on free ports. A port can be taken between choosing it and the server binding it
+    /// (another test's connection may get it): the node is then started again on new ports.
+    std::unique_ptr<redis_server> start_node() {
+        for (int attempt = 1;; ++attempt) {
+            // The bus port defaults to port + 10000, which a free port may not leave room for.
+            std::vector<std::string> args{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                          "--cluster-node-timeout", "3000",
+                                          "--cluster-port", std::to_string(free_port())};
+            const int tls_port = tls_ ? free_port() : 0;
+            if (tls_) {
+                auto more = tls_server_args(*tls_, static_cast<std::uint16_t>(tls_port), true);
+                args.insert(args.end(), more.begin(), more.end());
+            }
+            try {
+                auto node = std::make_unique<redis_server>(args);
+                tls_ports_.push_back(tls_port);
+                return node;
+            } catch (const std::runtime_error& e) {
+                if (attempt == 5 || std::string_view(e.what()).find("exited at start-up") == std::string_view::npos)
+                    throw;
+            }
+        }
+    }
+
     bool all_ok() {
         try {
             for (auto& n : nodes_)
