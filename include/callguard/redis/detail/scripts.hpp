@@ -95,6 +95,11 @@ namespace callguard::detail::lua {
     "  end\n"                                                                                    \
     "end\n"
 
+// Forgets an earlier release of `m` in both generations (a new admission of the same id).
+#define CALLGUARD_LUA_FORGET_RELEASE(m)                                                          \
+    "redis.call('HDEL', released, " m ")\n"                                                      \
+    "redis.call('HDEL', previous, " m ")\n"
+
 // Drops the tenant entry of `id` (after its slot left the active set or expired in it).
 #define CALLGUARD_LUA_DROP_OWNER                                                                 \
     "local owner = redis.call('HGET', owners, id)\n"                                             \
@@ -174,9 +179,9 @@ namespace callguard::detail::lua {
     "end\n"
 
 /// KEYS: active, owners, released, released:previous. ARGV: call id, cap, ttl ms, tenant
-/// ('' = none), tenant cap (0 = none), key base ("{prefix}"). Returns 10 * live + state; state: 0 acquired, 1 already
-/// held, 2 rejected, 3 rejected by the tenant cap, 4 rejected because the free slots go to
-/// callers in line. While nobody waits, the waiting room costs one EXISTS. A new admission
+/// ('' = none), tenant cap (0 = none), key base ("{prefix}"). Returns 10 * live + state; state:
+/// 0 acquired, 1 already held, 2 rejected, 3 rejected by the tenant cap, 4 rejected because the
+/// free slots go to callers in line. While nobody waits, the waiting room costs one EXISTS. A new admission
 /// forgets an earlier release of the same id.
 inline constexpr std::string_view acquire = CALLGUARD_LUA_NOW R"lua(
 local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -229,8 +234,7 @@ if tk then
   redis.call('HSET', owners, id, tenant)
 )lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
 end
-redis.call('HDEL', released, id)
-redis.call('HDEL', previous, id)
+)lua" CALLGUARD_LUA_FORGET_RELEASE("id") R"lua(
 return 10 * (live + 1)
 )lua";
 
@@ -251,13 +255,11 @@ if remember > 0 then
   -- still alive (limiters on this prefix that remember for different times) is never replaced:
   -- the current one is lengthened instead, so no release is forgotten early. Expiries only grow.
   local left = redis.call('PTTL', released)
-  if left < remember then
-    if left > 0 and redis.call('EXISTS', previous) == 0 then redis.call('RENAME', released, previous) end
-    redis.call('HSET', released, id, 1)
-    redis.call('PEXPIRE', released, 2 * remember)
-  else
-    redis.call('HSET', released, id, 1)
+  if left > 0 and left < remember and redis.call('EXISTS', previous) == 0 then
+    redis.call('RENAME', released, previous)
   end
+  redis.call('HSET', released, id, 1)
+  if left < remember then redis.call('PEXPIRE', released, 2 * remember) end
 end
 return 10 * redis.call('ZCARD', active) + freed
 )lua";
@@ -370,8 +372,8 @@ local function take(m, t)
   end
   redis.call('ZADD', active, expires, m)
   extend(active, slot_ttl)
-  redis.call('HDEL', base .. ':released:current', m)
-  redis.call('HDEL', base .. ':released:previous', m)
+  local released, previous = base .. ':released:current', base .. ':released:previous'
+)lua" CALLGUARD_LUA_FORGET_RELEASE("m") R"lua(
 end
 local function keep_line()
   extend(waiting, waiter_ttl)
@@ -445,6 +447,7 @@ return {0, left}
 
 #undef CALLGUARD_LUA_TENANT_COUNT
 #undef CALLGUARD_LUA_DROP_OWNER
+#undef CALLGUARD_LUA_FORGET_RELEASE
 #undef CALLGUARD_LUA_PUSH_EXPIRY
 #undef CALLGUARD_LUA_LIVE_COUNT
 #undef CALLGUARD_LUA_FORGET_EXPIRED
