@@ -172,6 +172,73 @@ TEST_CASE("redis: more expired slots than one acquire purges never count, and an
     CHECK(srv.integer({"ZCARD", base + ":active"}) == 3);
 }
 
+TEST_CASE("redis: below the cap, an expired slot found by the acquire itself is taken afresh") {
+    auto& srv = test::shared_redis();
+    // Below the cap the acquire probes for expired slots on about one call in 8 (by the server
+    // clock's ms); otherwise it finds a stored expired slot of the same call through its ZADD NX.
+    // Either way the answer is the same; 24 rounds in different ms take the second way in all
+    // but a (1/8)^24 chance.
+    for (int round = 0; round < 24; ++round) {
+        const auto prefix = test::unique_prefix("expired-nx");
+        const auto base = "{" + prefix + "}";
+        srv.command({"EVAL",
+                     "local t = redis.call('TIME'); local past = tonumber(t[1]) * 1000 - 60000;"
+                     "redis.call('ZADD', KEYS[1], past, 'CA-old'); redis.call('ZADD', KEYS[2], past, 'CA-old');"
+                     "redis.call('HSET', KEYS[3], 'CA-old', 'bizA');"
+                     "for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, 600000) end; return 1",
+                     "3", base + ":active", base + ":tenant:bizA", base + ":owners"});
+        auto cfg = test::small_config(10);
+        cfg.tenant_limits = {{"bizA", 5}, {"bizB", 1}};
+        redis_limiter l(callguard::redis_backend(test::quick_options(srv, prefix)), cfg,
+                        {callguard::null_sink(), {}});
+        if (round % 2 == 0) {
+            // Taken afresh under its new tenant only; the expired slot never counted.
+            auto r = l.acquire("CA-old", "bizB");
+            CHECK(r.outcome == acquire_outcome::acquired);
+            CHECK(r.active == 1);
+            CHECK(srv.integer({"ZCARD", base + ":tenant:bizA"}) == 0);
+            CHECK(srv.command({"HGET", base + ":owners", "CA-old"}) == "bizB");
+            CHECK(l.acquire("CA-b2", "bizB").tenant_limited);
+            CHECK(l.release("CA-old"));
+            CHECK(srv.integer({"ZCARD", base + ":tenant:bizB"}) == 0);
+        } else {
+            // Turned away by its new tenant's cap: nothing of the old slot is left to count, and
+            // its old tenant entry is gone.
+            REQUIRE(l.acquire("CA-b1", "bizB").outcome == acquire_outcome::acquired);
+            auto r = l.acquire("CA-old", "bizB");
+            CHECK(r.outcome == acquire_outcome::rejected);
+            CHECK(r.tenant_limited);
+            CHECK(srv.integer({"ZCARD", base + ":tenant:bizA"}) == 0);
+            CHECK(srv.integer({"HEXISTS", base + ":owners", "CA-old"}) == 0);
+            CHECK(l.acquire("CA-old").outcome == acquire_outcome::acquired); // no tenant: room
+            CHECK(l.status().active_calls == 2);
+        }
+        CHECK_FALSE(l.release("CA-never"));
+        std::this_thread::sleep_for(2ms);
+    }
+}
+
+TEST_CASE("redis: a tenant's expired entries never turn a call away, and are purged at its cap") {
+    auto& srv = test::shared_redis();
+    const auto prefix = test::unique_prefix("tenant-expiry");
+    const auto base = "{" + prefix + "}";
+    // Two expired entries of bizA (their slots are gone from the global set already).
+    srv.command({"EVAL",
+                 "local t = redis.call('TIME'); local past = tonumber(t[1]) * 1000 - 60000;"
+                 "redis.call('ZADD', KEYS[1], past, 'CA-x1', past + 1, 'CA-x2');"
+                 "redis.call('PEXPIRE', KEYS[1], 600000); return 1",
+                 "1", base + ":tenant:bizA"});
+    auto cfg = test::small_config(10);
+    cfg.tenant_limits = {{"bizA", 2}};
+    redis_limiter l(callguard::redis_backend(test::quick_options(srv, prefix)), cfg,
+                    {callguard::null_sink(), {}});
+    CHECK(l.acquire("CA-a1", "bizA").outcome == acquire_outcome::acquired); // stored 2: at the cap
+    CHECK(srv.integer({"ZCARD", base + ":tenant:bizA"}) == 1);            // purged there
+    CHECK(l.acquire("CA-a2", "bizA").outcome == acquire_outcome::acquired);
+    CHECK(l.acquire("CA-a3", "bizA").tenant_limited);
+    CHECK(srv.integer({"ZCARD", base + ":tenant:bizA"}) == 2);
+}
+
 TEST_CASE("redis: a retried acquire of a call with an uncapped tenant pushes its expiry and adds nothing") {
     auto& srv = test::shared_redis();
     const auto prefix = test::unique_prefix("uncapped");

@@ -81,6 +81,25 @@ namespace callguard::detail::lua {
     "  live = live - expired\n"                                                                  \
     "end\n"
 
+// Acquire's count: `live` is the set's size, which may include expired slots nobody purged yet
+// (calls whose process died): below the cap such a count admits exactly the calls the live
+// count would. The probe for expired slots (as above, purging up to 100, live then exact) runs
+// when the count decides something: the set is full, or callers are in line (the free slots
+// are handed out); and on about one acquire in 8 otherwise (the clock's ms, so a crashed call
+// soon leaves the reported count too). Leaves whether anyone is in line in `line`.
+#define CALLGUARD_LUA_ADMISSION_COUNT                                                            \
+    "local live = redis.call('ZCARD', active)\n"                                                 \
+    "local line = live < cap and redis.call('EXISTS', base .. ':waiting') == 1\n"               \
+    "local expired = 0\n"                                                                       \
+    "if live >= cap or line or now % 8 == 0 then\n"                                              \
+    "  expired = redis.call('ZCOUNT', active, '-inf', now)\n"                                    \
+    "  if expired > 0 then\n"                                                                    \
+    CALLGUARD_LUA_FORGET_EXPIRED("100")                                                          \
+    "    live = live - expired\n"                                                                \
+    "    if not line and live < cap then line = redis.call('EXISTS', base .. ':waiting') == 1 end\n" \
+    "  end\n"                                                                                    \
+    "end\n"
+
 // Pushes the live slot `id` (score `held`) to `expires`, in the tenant's set too; never earlier.
 #define CALLGUARD_LUA_PUSH_EXPIRY                                                                \
     "if expires > tonumber(held) then\n"                                                         \
@@ -108,13 +127,18 @@ namespace callguard::detail::lua {
     "  redis.call('HDEL', owners, id)\n"                                                         \
     "end\n"
 
-// The live count of tenant set `tk` in `tenant_live`, its expired entries purged first (only
-// when there are any: ZCOUNT from -inf stops at the first live one).
+// The count of tenant set `tk` in `tenant_live`, for checking it against `tenant_cap`: the set's
+// size, which below the cap decides like the live count (see the acquire's count); at the cap its
+// expired entries are counted and purged, so only live ones turn a call away.
 #define CALLGUARD_LUA_TENANT_COUNT                                                               \
-    "if redis.call('ZCOUNT', tk, '-inf', now) > 0 then\n"                                        \
-    "  redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)\n"                                        \
-    "end\n"                                                                                      \
-    "local tenant_live = redis.call('ZCARD', tk)\n"
+    "local tenant_live = redis.call('ZCARD', tk)\n"                                              \
+    "if tenant_live >= tenant_cap then\n"                                                        \
+    "  local gone = redis.call('ZCOUNT', tk, '-inf', now)\n"                                     \
+    "  if gone > 0 then\n"                                                                       \
+    "    redis.call('ZREMRANGEBYSCORE', tk, '-inf', now)\n"                                      \
+    "    tenant_live = tenant_live - gone\n"                                                     \
+    "  end\n"                                                                                    \
+    "end\n"
 
 // The waiting room's steps (see waiting_room.hpp). They use `base` and `now`.
 
@@ -181,18 +205,17 @@ namespace callguard::detail::lua {
 /// KEYS: active, owners, released, released:previous. ARGV: call id, cap, ttl ms, tenant
 /// ('' = none), tenant cap (0 = none), key base ("{prefix}"). Returns 10 * live + state; state:
 /// 0 acquired, 1 already held, 2 rejected, 3 rejected by the tenant cap, 4 rejected because the
-/// free slots go to callers in line. While nobody waits, the waiting room costs one EXISTS. A new admission
-/// forgets an earlier release of the same id.
+/// free slots go to callers in line. While nobody waits, the waiting room costs one EXISTS. A new
+/// admission forgets an earlier release of the same id.
 inline constexpr std::string_view acquire = CALLGUARD_LUA_NOW R"lua(
 local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tenant, tenant_cap, base = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local expires = now + ttl
-)lua" CALLGUARD_LUA_LIVE_COUNT R"lua(
-local line = live < cap and redis.call('EXISTS', base .. ':waiting') == 1
+)lua" CALLGUARD_LUA_ADMISSION_COUNT R"lua(
 -- Does the call hold a slot already? Asked here when the answer can change the decision (full,
 -- callers in line) or a slot of it may have expired unpurged; otherwise the ZADD NX below finds
--- out (nothing has expired, so a member there is a live slot), before any tenant cap is checked.
+-- out, before any tenant cap is checked.
 local asked, held = false, false
 if live >= cap or line or expired > 0 then
   asked, held = true, redis.call('ZSCORE', active, id)
@@ -214,9 +237,14 @@ if live >= cap or line or expired > 0 then
   end
 end
 if not asked and redis.call('ZADD', active, 'NX', expires, id) == 0 then
-  held = redis.call('ZSCORE', active, id)
+  asked, held = true, redis.call('ZSCORE', active, id)
+  if tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
-  return 10 * live + 1
+    return 10 * live + 1
+  end
+  -- Its slot expired unpurged (the count had it): taken afresh, without its old tenant entry.
+)lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+  live = live - 1
 end
 local tk = tenant ~= '' and base .. ':tenant:' .. tenant
 if tk and tenant_cap > 0 then
@@ -450,6 +478,7 @@ return {0, left}
 #undef CALLGUARD_LUA_FORGET_RELEASE
 #undef CALLGUARD_LUA_PUSH_EXPIRY
 #undef CALLGUARD_LUA_LIVE_COUNT
+#undef CALLGUARD_LUA_ADMISSION_COUNT
 #undef CALLGUARD_LUA_FORGET_EXPIRED
 #undef CALLGUARD_LUA_KEEP
 #undef CALLGUARD_LUA_NOW
