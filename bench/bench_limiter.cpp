@@ -258,19 +258,23 @@ double median(std::vector<double> v) {
 }
 
 /// While callers do pairs as fast as they can (after 300 ms to load the scripts and warm the
-/// sockets): EVALSHA's mean over equal numbers of acquires and releases, times two, per 100 ms
+/// sockets): EVALSHA's microseconds per pair done (`pairs`, counted by the callers), per 100 ms
 /// window, for `time`; the median window (a window where the server lost its core to another
-/// process counts that time inside a command: the median leaves those out).
-double pair_windows(admin& a, std::chrono::duration<double> time) {
+/// process counts that time inside a command: the median leaves those out). Per pair, not per
+/// EVALSHA: calls that travel together are one EVALSHA.
+double pair_windows(admin& a, std::chrono::duration<double> time, const std::atomic<std::uint64_t>& pairs) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     std::vector<double> windows;
     auto last = a.evalsha();
+    auto last_pairs = pairs.load();
     for (auto end = std::chrono::steady_clock::now() + time; std::chrono::steady_clock::now() < end;) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         const auto now_stats = a.evalsha();
-        const double calls = now_stats.first - last.first, usec = now_stats.second - last.second;
-        if (calls > 0) windows.push_back(2 * usec / calls);
+        const auto now_pairs = pairs.load();
+        const double done = static_cast<double>(now_pairs - last_pairs), usec = now_stats.second - last.second;
+        if (done > 0) windows.push_back(usec / done);
         last = now_stats;
+        last_pairs = now_pairs;
     }
     return median(std::move(windows));
 }
@@ -281,6 +285,7 @@ double pair_under_load(admin& a, bool with_tenant, int threads, std::chrono::dur
     auto l = make_limiter(fmt::format("st-load-{}", with_tenant), with_tenant);
     const std::string_view tenant = with_tenant ? "biz1" : "";
     std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> pairs{0};
     std::vector<std::thread> callers;
     for (int t = 0; t < threads; ++t)
         callers.emplace_back([&, t] {
@@ -288,9 +293,10 @@ double pair_under_load(admin& a, bool with_tenant, int threads, std::chrono::dur
             for (std::size_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
                 l->acquire(ids[i & 4095], tenant);
                 l->release(ids[i & 4095]);
+                pairs.fetch_add(1, std::memory_order_relaxed);
             }
         });
-    const double pair = pair_windows(a, time);
+    const double pair = pair_windows(a, time, pairs);
     stop = true;
     for (auto& c : callers) c.join();
     return pair;
@@ -314,11 +320,17 @@ public:
         std::atomic<bool> stop{false};
         for (auto& c : callers_) boost::asio::co_spawn(ioc_, pairs(c, stop), boost::asio::detached);
         std::thread io([this] { ioc_.run(); });
-        const double pair = pair_windows(a, time);
+        const double pair = pair_windows(a, time, pairs_);
         stop = true;
         io.join();
         ioc_.restart();
         return pair;
+    }
+
+    /// The share of acquires and releases so far that travelled with others as one script call.
+    double travelled_together() const {
+        const auto calls = 2 * pairs_.load() + apart_calls_;
+        return calls ? static_cast<double>(limiter_.backend().batched_calls()) / static_cast<double>(calls) : 0;
     }
 
     std::pair<double, double> apart(admin& a, std::chrono::duration<double> time) {
@@ -333,8 +345,10 @@ public:
                 ioc_.run();
                 ioc_.restart();
                 const auto after = a.evalsha();
-                const double calls = after.first - before.first, usec = after.second - before.second;
-                if (measuring && calls > 0) (releasing ? releases : acquires).push_back(usec / calls);
+                const auto calls = callers_.size() * batch; // operations, whatever travelled together
+                apart_calls_ += calls;
+                const double usec = after.second - before.second;
+                if (measuring) (releasing ? releases : acquires).push_back(usec / static_cast<double>(calls));
             }
         }
         return {median(std::move(acquires)), median(std::move(releases))};
@@ -364,6 +378,7 @@ private:
             const auto& id = c.ids[c.next++ & 4095];
             co_await callguard::async_acquire(limiter_, id, tenant_, boost::asio::use_awaitable);
             co_await callguard::async_release(limiter_, id, boost::asio::use_awaitable);
+            pairs_.fetch_add(1, std::memory_order_relaxed);
         }
     }
 
@@ -383,21 +398,28 @@ private:
     callguard::capacity_limiter<callguard::redis_backend> limiter_;
     std::string tenant_;
     std::vector<caller> callers_;
+    std::atomic<std::uint64_t> pairs_{0}; // read by the sampling thread
+    std::uint64_t apart_calls_ = 0;
 };
 
 /// Prints, for no tenant and a tenant, `server_time tenant=T pair_us=P acquire_us=A
-/// release_us=R pair_threads_us=PT`: P, A and R from the async API's load (16 coroutines, like
-/// the peer's 16 workers; A and R apart, 8 calls each), PT under load from 16 threads.
+/// release_us=R pair_threads_us=PT pair_one_us=P1 together=S`: P, A and R from the async API's
+/// load (16 coroutines, like the peer's 16 workers; A and R apart, 8 calls each), PT under load
+/// from 16 threads, P1 from one coroutine (every call a script call of its own); S the share of
+/// the 16 coroutines' calls that travelled with others as one script call.
 int run(std::chrono::duration<double> time) {
     auto o = callguard::redis_options::from_env();
     admin a(o);
     for (bool with_tenant : {false, true}) {
         const double threads_pair = pair_under_load(a, with_tenant, 16, time);
+        async_load one(with_tenant, 1);
+        const double one_pair = one.pair_under_load(a, time);
         async_load load(with_tenant, 16);
         const double pair = load.pair_under_load(a, time);
         const auto [acquire, release] = load.apart(a, time);
-        fmt::print("server_time tenant={} pair_us={:.2f} acquire_us={:.2f} release_us={:.2f} pair_threads_us={:.2f}\n",
-                   with_tenant ? 1 : 0, pair, acquire, release, threads_pair);
+        fmt::print("server_time tenant={} pair_us={:.2f} acquire_us={:.2f} release_us={:.2f} pair_threads_us={:.2f} "
+                   "pair_one_us={:.2f} together={:.2f}\n",
+                   with_tenant ? 1 : 0, pair, acquire, release, threads_pair, one_pair, load.travelled_together());
     }
     return 0;
 }

@@ -139,22 +139,26 @@ server_time() {
   printf '\nServer time per operation (INFO commandstats, microseconds inside the command), medians of %s run(s)\n' "$reps"
   printf 'ours: the async API, 16 coroutines on one thread, as the peer runs (pairs under load;\n'
   printf 'acquire and release apart, 8 calls each), and pairs from 16 threads (the blocking API);\n'
-  printf 'redis-semaphore: 16 Node workers, acquire = EVALSHA, release = ZREM.\n\n'
-  printf '%-10s | %9s %9s %9s | %9s %9s %9s | %7s | %11s\n' "" "our acq" "our rel" "our pair" "peer acq" "peer rel" "peer pair" "x pair" "pair, thr."
-  printf '%s\n' "-----------+-------------------------------+-------------------------------+---------+------------"
+  printf 'redis-semaphore: 16 Node workers, acquire = EVALSHA, release = ZREM. Ours per call, whatever\n'
+  printf 'travelled together: "together" is the share of the 16 coroutines'"'"' calls that went as one script\n'
+  printf 'call with others; "pair, 1" is one coroutine'"'"'s pair (every call a script call of its own).\n\n'
+  printf '%-10s | %9s %9s %9s | %9s %9s %9s | %7s | %11s %8s %8s\n' "" "our acq" "our rel" "our pair" "peer acq" "peer rel" "peer pair" "x pair" "pair, thr." "pair, 1" "together"
+  printf '%s\n' "-----------+-------------------------------+-------------------------------+---------+------------------------------"
   for t in 0 1; do
     local peer_file=$work/st_peer.txt label="no tenant"
     ((t)) && peer_file=$work/st_peer_tenant.txt label="tenant"
-    local oa or op ot pa pr pp
+    local oa or op ot o1 tg pa pr pp
     oa=$(grep "tenant=$t " "$work/st_ours.txt" | field acquire_us | median)
+    o1=$(grep "tenant=$t " "$work/st_ours.txt" | field pair_one_us | median)
+    tg=$(grep "tenant=$t " "$work/st_ours.txt" | field together | median)
     ot=$(grep "tenant=$t " "$work/st_ours.txt" | field pair_threads_us | median)
     or=$(grep "tenant=$t " "$work/st_ours.txt" | field release_us | median)
     op=$(grep "tenant=$t " "$work/st_ours.txt" | field pair_us | median)
     pa=$(json_field server_acquire_us <"$peer_file" | median)
     pr=$(json_field server_release_us <"$peer_file" | median)
     pp=$(json_field server_pair_us <"$peer_file" | median)
-    awk -v l="$label" -v oa="$oa" -v or="$or" -v op="$op" -v ot="$ot" -v pa="$pa" -v pr="$pr" -v pp="$pp" 'BEGIN {
-      printf "%-10s | %9.2f %9.2f %9.2f | %9.2f %9.2f %9.2f | %7.2f | %11.2f\n", l, oa, or, op, pa, pr, pp, op / pp, ot }'
+    awk -v l="$label" -v oa="$oa" -v or="$or" -v op="$op" -v ot="$ot" -v o1="$o1" -v tg="$tg" -v pa="$pa" -v pr="$pr" -v pp="$pp" 'BEGIN {
+      printf "%-10s | %9.2f %9.2f %9.2f | %9.2f %9.2f %9.2f | %7.2f | %11.2f %8.2f %8.2f\n", l, oa, or, op, pa, pr, pp, op / pp, ot, o1, tg }'
     echo "$t $op $pp" >>"$work/st_pairs.txt"
   done
   # The issue's targets are against the peer's plain (no tenant) pair.
@@ -186,9 +190,9 @@ rb() { # callers pipeline script-args... -> "rps p50_us" medians
 declare -A rb_trivial rb_acquire rb_trivial_p16 rb_acquire_p16
 for c in 1 16 64; do
   rb_trivial[$c]=$(rb "$c" 1 EVALSHA "$trivial" 0)
-  rb_acquire[$c]=$(rb "$c" 1 EVALSHA "$acquire" 4 '{rb}:active' '{rb}:owners' '{rb}:released:current' '{rb}:released:previous' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rb}')
+  rb_acquire[$c]=$(rb "$c" 1 EVALSHA "$acquire" 4 '{rb}:active' '{rb}:owners' '{rb}:released:current' '{rb}:released:previous' '{rb}' 'CA__rand_int__' 1000000000 7200000 '' 0)
   rb_trivial_p16[$c]=$(rb "$c" 16 EVALSHA "$trivial" 0)
-  rb_acquire_p16[$c]=$(rb "$c" 16 EVALSHA "$acquire" 4 '{rbp}:active' '{rbp}:owners' '{rbp}:released:current' '{rbp}:released:previous' 'CA__rand_int__' 1000000000 7200000 '' 0 '{rbp}')
+  rb_acquire_p16[$c]=$(rb "$c" 16 EVALSHA "$acquire" 4 '{rbp}:active' '{rbp}:owners' '{rbp}:released:current' '{rbp}:released:previous' '{rbp}' 'CA__rand_int__' 1000000000 7200000 '' 0)
   redis-cli -p "$port" DEL '{rb}:active' '{rbp}:active' >/dev/null
 done
 

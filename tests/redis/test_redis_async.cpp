@@ -87,6 +87,122 @@ TEST_CASE("async redis: 64 acquires from one thread travel together (20 ms added
     CHECK(srv.integer({"ZCARD", "{" + l.backend().options().key_prefix + "}:active"}) == 65);
 }
 
+namespace {
+
+/// EVALSHA calls the server has run so far (INFO commandstats).
+long long evalsha_calls(const test::redis_server& srv) {
+    const auto text = srv.command({"INFO", "commandstats"});
+    const auto at = text.find("cmdstat_evalsha:calls=");
+    return at == std::string::npos ? 0 : std::stoll(text.substr(at + 22));
+}
+
+/// Starts, on the io thread at once, `f(i, handler)` for i in [0, n); waits until each handler
+/// ran, and a little longer (a second run of any would show); returns what each was given.
+template <class T, class Start>
+std::vector<std::vector<T>> all_at_once(test::io_thread& io, int n, Start start) {
+    auto got = std::make_shared<std::vector<std::vector<T>>>(static_cast<std::size_t>(n));
+    auto mu = std::make_shared<std::mutex>();
+    auto done = std::make_shared<std::promise<void>>();
+    auto remaining = std::make_shared<std::atomic<int>>(n);
+    asio::post(io.context(), [=] {
+        for (int i = 0; i < n; ++i)
+            start(i, [=](T v) {
+                std::lock_guard lk(*mu);
+                auto& mine = (*got)[static_cast<std::size_t>(i)];
+                mine.push_back(v);
+                if (mine.size() == 1 && --*remaining == 0) done->set_value();
+            });
+    });
+    REQUIRE(done->get_future().wait_for(20s) == std::future_status::ready);
+    std::this_thread::sleep_for(100ms);
+    std::lock_guard lk(*mu);
+    return *got;
+}
+
+} // namespace
+
+TEST_CASE("async redis: acquires and releases waiting together travel as one script call, each with its own answer") {
+    test::redis_server srv;
+    test::io_thread io;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url())), test::small_config(40),
+                    {callguard::null_sink(), {}});
+    const auto active = "{" + l.backend().options().key_prefix + "}:active";
+    REQUIRE(acquire_batch(io, l, 1, "CA-warm").outcomes.front() == acquire_outcome::acquired);
+    const auto calls_before = evalsha_calls(srv);
+
+    // 64 callers for 39 free slots: exactly 39 get one, whatever travelled with what.
+    auto acquired = all_at_once<callguard::acquire_result>(io, 64, [&](int i, auto h) {
+        callguard::async_acquire(l, "CA-b" + std::to_string(i), h);
+    });
+    int admitted = 0, rejected = 0;
+    for (auto& a : acquired) {
+        REQUIRE(a.size() == 1); // each handler once
+        admitted += a[0].outcome == acquire_outcome::acquired;
+        rejected += a[0].outcome == acquire_outcome::rejected;
+        CHECK(a[0].active <= 40);
+    }
+    CHECK(admitted == 39);
+    CHECK(rejected == 25);
+    CHECK(srv.integer({"ZCARD", active}) == 40);
+    const auto batched = l.backend().batched_calls();
+    const auto calls = evalsha_calls(srv) - calls_before;
+    MESSAGE("64 acquires: " << batched << " travelled with others, " << calls << " script calls");
+    CHECK(batched > 0);
+    CHECK(calls < 64);
+
+    // Two callers for each of 16 calls, in the same moment: one takes the slot, one finds it held.
+    auto twice = all_at_once<callguard::acquire_result>(io, 32, [&](int i, auto h) {
+        callguard::async_acquire(l, "CA-b" + std::to_string(64 + i / 2), h);
+    });
+    CHECK(l.status().active_calls == 40); // full: nothing taken
+    for (int i = 0; i < 32; ++i) CHECK(twice[static_cast<std::size_t>(i)].at(0).outcome == acquire_outcome::rejected);
+
+    // Release everything at once, each id twice: exactly the held ones free a slot, once.
+    auto freed = all_at_once<bool>(io, 128, [&](int i, auto h) {
+        callguard::async_release(l, "CA-b" + std::to_string(i / 2), h);
+    });
+    int frees = 0;
+    for (auto& f : freed) frees += f.at(0);
+    CHECK(frees == 39);
+    CHECK(srv.integer({"ZCARD", active}) == 1);
+    CHECK(l.counters().backend_errors == 0);
+
+    // Room again: pairs of callers on one id each, all at once.
+    auto pairs = all_at_once<callguard::acquire_result>(io, 32, [&](int i, auto h) {
+        callguard::async_acquire(l, "CA-d" + std::to_string(i / 2), h);
+    });
+    for (int i = 0; i < 32; i += 2) {
+        const auto a = pairs[static_cast<std::size_t>(i)].at(0).outcome, b = pairs[static_cast<std::size_t>(i) + 1].at(0).outcome;
+        CHECK(((a == acquire_outcome::acquired && b == acquire_outcome::already_held) ||
+               (b == acquire_outcome::acquired && a == acquire_outcome::already_held)));
+    }
+    CHECK(srv.integer({"ZCARD", active}) == 17);
+}
+
+TEST_CASE("async redis: calls that travelled together and were refused as a whole (NOSCRIPT) are sent again one by one") {
+    test::redis_server srv;
+    test::io_thread io;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url())), test::small_config(1000),
+                    {callguard::null_sink(), {}});
+    REQUIRE(acquire_batch(io, l, 1, "CA-warm").outcomes.front() == acquire_outcome::acquired);
+    for (int round = 0; round < 3; ++round) {
+        CHECK(srv.command({"SCRIPT", "FLUSH"}) == "OK"); // the server forgets the scripts
+        const auto stem = "CA-n" + std::to_string(round) + "-";
+        const auto r = acquire_batch(io, l, 48, stem);
+        CHECK(std::count(r.outcomes.begin(), r.outcomes.end(), acquire_outcome::acquired) == 48);
+        for (int c : r.calls_per_handler) CHECK(c == 1);
+        CHECK(srv.command({"SCRIPT", "FLUSH"}) == "OK");
+        auto freed = all_at_once<bool>(io, 48, [&](int i, auto h) {
+            callguard::async_release(l, stem + std::to_string(i), h);
+        });
+        for (auto& f : freed) CHECK(f.at(0));
+    }
+    CHECK(l.counters().backend_errors == 0);
+    CHECK(l.status().backend_healthy);
+    CHECK(srv.integer({"ZCARD", "{" + l.backend().options().key_prefix + "}:active"}) == 1);
+    CHECK(l.backend().batched_calls() > 0);
+}
+
 TEST_CASE("async redis: a connection cut with commands in flight answers every handler once, by the fail mode") {
     test::redis_server srv;
     test::tcp_proxy proxy{srv.port()};

@@ -143,6 +143,10 @@ public:
     /// Multiplexed mode: round trips made so far, each carrying one command or more (pipelining
     /// at work when this grows slower than the operations); 0 in pooled mode.
     std::uint64_t round_trips() const noexcept { return st_->runner.round_trips(); }
+    /// Acquires and releases that travelled with others as one script call: on a shared socket,
+    /// those of one limiter waiting to be written at the same moment go together, and the server
+    /// reads the clock, counts and keeps the keys alive once for all of them.
+    std::uint64_t batched_calls() const noexcept { return st_->runner.batched_calls(); }
 
     /// Connections open right now (pooled: idle + in use; multiplexed: the shared sockets).
     std::size_t open_connections() const { return st_->runner.open_connections(); }
@@ -234,7 +238,7 @@ private:
         const auto ttl = std::to_string(req.ttl.count());
         const auto tenant_cap = std::to_string(req.tenant_max);
         return call(detail::script_id::acquire, {st.active_key, st.owners_key, st.released_key, st.previous_key},
-                    {req.call_id, cap, ttl, req.tenant, tenant_cap, st.base}, [](const redisReply* r) {
+                    {st.base, req.call_id, cap, ttl, req.tenant, tenant_cap}, [](const redisReply* r) {
                         auto [code, live] = packed_of(r);
                         static constexpr std::array<slot_state, 5> states{
                             slot_state::acquired, slot_state::already_held, slot_state::rejected,
@@ -248,7 +252,7 @@ private:
     auto release_op(std::string_view call_id, Call&& call) {
         auto& st = *st_;
         return call(detail::script_id::release, {st.active_key, st.owners_key, st.released_key, st.previous_key},
-                    {call_id, st.base, st.release_memory_ms}, [](const redisReply* r) {
+                    {st.base, st.release_memory_ms, call_id}, [](const redisReply* r) {
                         auto [freed, live] = packed_of(r);
                         return release_reply{freed == 1, live};
                     });
@@ -453,7 +457,7 @@ private:
                 st->runner.async_run(detail::script_id::release,
                                      std::array<std::string_view, 4>{st->active_key, st->owners_key,
                                                                      st->released_key, st->previous_key},
-                                     std::array<std::string_view, 3>{id, st->base, st->release_memory_ms},
+                                     std::array<std::string_view, 3>{st->base, st->release_memory_ms, id},
                                      [st, id](detail::reply_ptr, const detail::failure& why) {
                                          if (why) keep_for_replay(*st, id);
                                      });
@@ -527,7 +531,7 @@ private:
                 auto& st = *st_;
                 const std::array<std::string_view, 4> keys{st.active_key, st.owners_key, st.released_key,
                                                            st.previous_key};
-                const std::array<std::string_view, 3> args{batch[i], st.base, st.release_memory_ms};
+                const std::array<std::string_view, 3> args{st.base, st.release_memory_ms, batch[i]};
                 st.runner.run(detail::script_id::release, keys, args);
             } catch (...) {
                 for (std::size_t j = i; j < batch.size(); ++j) keep_for_replay(batch[j]);

@@ -1,7 +1,8 @@
 #pragma once
 
 // One connection to Redis, pipelined: commands are written as they come (everything queued
-// while a write is under way goes out together in the next one), replies are matched to them in
+// while a write is under way goes out together in the next one; script calls that say they may
+// go as one command, an acquire or release of one limiter, do), replies are matched to them in
 // order, and each command has a deadline. All of its work runs on one strand, so it can be driven
 // by an application's io_context (many commands in flight, no thread hand-off) or by the
 // blocking callers themselves (blocking_driver): the same code either way.
@@ -27,6 +28,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -54,6 +56,13 @@ public:
     steady::time_point deadline{};
     bool may_resend = true;     ///< may be sent once more on a new connection
     bool on_used_connection = false;
+
+    /// Requests with the same non-empty head that wait to be written at the same moment travel
+    /// as one command: the head (`batch_head_argc` arguments, encoded) and then each one's item
+    /// (`batch_item_argc` arguments), in queue order; its reply is an array, one element per
+    /// request. Any other reply (an error: NOSCRIPT, MOVED...) sends each request again alone.
+    std::string batch_head, batch_item;
+    std::size_t batch_head_argc = 0, batch_item_argc = 0;
 };
 using request_ptr = std::unique_ptr<channel_request>;
 
@@ -138,6 +147,8 @@ public:
     bool connected() const noexcept { return connected_.load(std::memory_order_relaxed); }
     /// Writes made: each carries every command queued at that moment.
     std::uint64_t writes() const noexcept { return writes_.load(std::memory_order_relaxed); }
+    /// Requests that travelled with others as one command.
+    std::uint64_t batched() const noexcept { return batched_.load(std::memory_order_relaxed); }
 
 private:
     enum class phase { idle, connecting, ready };
@@ -159,6 +170,54 @@ private:
         reply_ptr reply;
         failure why;
     };
+
+    /// Requests travelling as one command (see `channel_request::batch_head`).
+    struct batch_request final : channel_request {
+        explicit batch_request(std::weak_ptr<channel> ch) : channel_request(std::string()), ch_(std::move(ch)) {}
+
+        void encode() {
+            auto argc = members.front()->batch_head_argc;
+            for (const auto& m : members) argc += m->batch_item_argc;
+            resp = "*" + std::to_string(argc) + "\r\n" + members.front()->batch_head;
+            for (const auto& m : members) resp += m->batch_item;
+        }
+
+        void finish(reply_ptr reply, const failure& why) noexcept override {
+            if (!why && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == members.size()) {
+                for (std::size_t i = 0; i < members.size(); ++i) {
+                    reply_ptr one(reply->element[i]); // taken out of the array, which frees the rest
+                    reply->element[i] = nullptr;
+                    members[i]->finish(std::move(one), {});
+                }
+                return;
+            }
+            if (!why) { // refused as a whole: each request finds out alone what to do
+                auto ch = ch_.lock();
+                if (ch && !ch->closed_) {
+                    for (auto& m : members) m->may_resend = m->may_resend && may_resend;
+                    return ch->send_alone(members);
+                }
+            }
+            const auto failed = why ? why : failure::shutdown();
+            for (auto& m : members) m->finish(nullptr, failed);
+        }
+
+        std::vector<request_ptr> members;
+
+    private:
+        std::weak_ptr<channel> ch_;
+    };
+    static constexpr std::size_t max_batch = 64; // calls per command: bounds a script's run
+
+    /// Queues `members` first, each to be written as a command of its own; written by the
+    /// pump that follows the reply's handling.
+    void send_alone(std::vector<request_ptr>& members) {
+        for (auto it = members.rbegin(); it != members.rend(); ++it) {
+            (*it)->batch_head.clear();
+            queue_.push_front(std::move(*it));
+        }
+        members.clear();
+    }
 
     void do_exec(request_ptr r) {
         if (closed_) return r->finish(nullptr, failure::shutdown());
@@ -306,12 +365,39 @@ private:
     void write_queued() {
         const auto first = in_flight_.size();
         const auto deadline = steady::now() + settings_.command_timeout;
+        // Requests that may travel together do: each group as one command, where its first stood.
+        std::vector<std::pair<std::size_t, batch_request*>> groups; // its place in in_flight_
         while (!queue_.empty()) {
             auto r = std::move(queue_.front());
             queue_.pop_front();
             r->deadline = deadline;
             r->on_used_connection = answered_ > 0;
-            in_flight_.push_back(std::move(r));
+            if (r->batch_head.empty()) {
+                in_flight_.push_back(std::move(r));
+                continue;
+            }
+            auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) {
+                return x.second->members.size() < max_batch && x.second->members.front()->batch_head == r->batch_head;
+            });
+            if (g == groups.end()) {
+                auto b = std::make_unique<batch_request>(weak_from_this());
+                b->deadline = deadline;
+                b->on_used_connection = r->on_used_connection;
+                groups.emplace_back(in_flight_.size(), b.get());
+                in_flight_.push_back(std::move(b));
+                g = groups.end() - 1;
+            }
+            g->second->may_resend = g->second->may_resend && r->may_resend;
+            g->second->members.push_back(std::move(r));
+        }
+        for (auto [at, b] : groups) {
+            if (b->members.size() > 1) {
+                b->encode();
+                batched_.fetch_add(b->members.size(), std::memory_order_relaxed);
+            } else {
+                auto alone = std::move(b->members.front());
+                in_flight_[at] = std::move(alone); // the group is gone
+            }
         }
         arm_timer(in_flight_.front()->deadline);
         write_in_flight_tail(first);
@@ -496,7 +582,7 @@ private:
     std::string wbuf_;
     std::array<char, 16 * 1024> rbuf_{};
     std::atomic<bool> connected_{false};
-    std::atomic<std::uint64_t> writes_{0};
+    std::atomic<std::uint64_t> writes_{0}, batched_{0};
 };
 
 } // namespace callguard::detail

@@ -48,9 +48,12 @@ public:
     script_call(script_context& ctx, std::shared_ptr<channel> ch, script_id id,
                 std::span<const std::string_view> keys, std::span<const std::string_view> args, Done done)
         : ctx_(ctx), ch_(std::move(ch)), id_(id), argc_(3 + keys.size() + args.size()), done_(std::move(done)) {
+        const auto shared = shared_args(id);
+        const auto head_args = shared != 0 && shared < args.size() ? shared : args.size();
         append_bulk(tail_, std::to_string(keys.size()));
         for (auto k : keys) append_bulk(tail_, k);
-        for (auto a : args) append_bulk(tail_, a);
+        for (std::size_t i = 0; i < args.size(); ++i) append_bulk(i < head_args ? tail_ : item_, args[i]);
+        item_argc_ = args.size() - head_args;
     }
 
     void start() {
@@ -70,19 +73,31 @@ private:
         out += "\r\n";
     }
 
-    std::string evalsha(std::string_view sha) const {
-        std::string out = "*" + std::to_string(argc_) + "\r\n$7\r\nEVALSHA\r\n";
+    /// EVALSHA with the SHA, the keys and the arguments shared with other calls, encoded.
+    std::string head(std::string_view sha) const {
+        std::string out = "$7\r\nEVALSHA\r\n";
         append_bulk(out, sha);
         out += tail_;
         return out;
     }
 
+    std::string evalsha(std::string_view sha) const {
+        return "*" + std::to_string(argc_) + "\r\n" + head(sha) + item_;
+    }
+
     void send() {
         const auto sha = ctx_.scripts.sha(id_);
         if (sha.empty()) return load_then_send();
-        ch_->exec(make_request(evalsha(sha), [self = this->shared_from_this()](reply_ptr r, const failure& why) {
+        auto req = make_request(evalsha(sha), [self = this->shared_from_this()](reply_ptr r, const failure& why) {
             self->on_reply(std::move(r), why);
-        }));
+        });
+        if (item_argc_ > 0) { // may travel with other calls of this script on these keys
+            req->batch_head = head(sha);
+            req->batch_head_argc = argc_ - item_argc_;
+            req->batch_item = item_;
+            req->batch_item_argc = item_argc_;
+        }
+        ch_->exec(std::move(req));
     }
 
     void load_then_send() {
@@ -155,8 +170,9 @@ private:
     script_context& ctx_;
     std::shared_ptr<channel> ch_;
     script_id id_;
-    std::size_t argc_;
-    std::string tail_; // numkeys, keys and args, encoded
+    std::size_t argc_, item_argc_ = 0;
+    std::string tail_; // numkeys, keys and the arguments shared with other calls, encoded
+    std::string item_; // this call's own arguments (see `shared_args`), encoded
     int hop_ = 0;
     bool reloaded_ = false;
     Done done_;

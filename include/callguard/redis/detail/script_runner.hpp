@@ -142,6 +142,13 @@ public:
         return n;
     }
 
+    /// Script calls that travelled with others as one command (channel.hpp).
+    std::uint64_t batched_calls() const noexcept {
+        std::uint64_t n = 0;
+        for (const auto& l : lanes_) n += l->ch->batched();
+        return n;
+    }
+
     /// Connections open right now.
     std::size_t open_connections() const {
         std::size_t n = 0;

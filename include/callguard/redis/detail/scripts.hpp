@@ -83,20 +83,20 @@ namespace callguard::detail::lua {
 
 // Acquire's count: `live` is the set's size, which may include expired slots nobody purged yet
 // (calls whose process died): below the cap such a count admits exactly the calls the live
-// count would. The probe for expired slots (as above, purging up to 100, live then exact) runs
-// when the count decides something: the set is full, or callers are in line (the free slots
-// are handed out); and on about one acquire in 8 otherwise (the clock's ms, so a crashed call
-// soon leaves the reported count too). Leaves whether anyone is in line in `line`.
+// count would. The probe for expired slots (as above, purging up to 100; then `exact`: live
+// counts only live slots) runs when the count decides something: the set is full, or callers
+// are in line (the free slots are handed out); and on about one acquire in 8 otherwise (the
+// clock's ms, so a crashed call soon leaves the reported count too). `line` (nil: not asked
+// yet) says whether anyone is in line; `expired` how many slots the probe found expired.
 #define CALLGUARD_LUA_ADMISSION_COUNT                                                            \
-    "local live = redis.call('ZCARD', active)\n"                                                 \
-    "local line = live < cap and redis.call('EXISTS', base .. ':waiting') == 1\n"               \
-    "local expired = 0\n"                                                                       \
-    "if live >= cap or line or now % 8 == 0 then\n"                                              \
-    "  expired = redis.call('ZCOUNT', active, '-inf', now)\n"                                    \
+    "if line == nil and live < cap then line = redis.call('EXISTS', base .. ':waiting') == 1 end\n" \
+    "local expired = 0\n"                                                                        \
+    "if not exact and (live >= cap or line or now % 8 == 0) then\n"                              \
+    "  exact, expired = true, redis.call('ZCOUNT', active, '-inf', now)\n"                       \
     "  if expired > 0 then\n"                                                                    \
     CALLGUARD_LUA_FORGET_EXPIRED("100")                                                          \
     "    live = live - expired\n"                                                                \
-    "    if not line and live < cap then line = redis.call('EXISTS', base .. ':waiting') == 1 end\n" \
+    "    if line == nil and live < cap then line = redis.call('EXISTS', base .. ':waiting') == 1 end\n" \
     "  end\n"                                                                                    \
     "end\n"
 
@@ -202,94 +202,126 @@ namespace callguard::detail::lua {
     "  return room(nt, ncap) and 'admit' or 'tenant'\n"                                          \
     "end\n"
 
-/// KEYS: active, owners, released, released:previous. ARGV: call id, cap, ttl ms, tenant
-/// ('' = none), tenant cap (0 = none), key base ("{prefix}"). Returns 10 * live + state; state:
-/// 0 acquired, 1 already held, 2 rejected, 3 rejected by the tenant cap, 4 rejected because the
-/// free slots go to callers in line. While nobody waits, the waiting room costs one EXISTS. A new
-/// admission forgets an earlier release of the same id.
+/// KEYS: active, owners, released, released:previous. ARGV: key base ("{prefix}"), then one call
+/// or more, 5 arguments each: call id, cap, ttl ms, tenant ('' = none), tenant cap (0 = none).
+/// Decides the calls in order, as that many scripts one after another would (callers' acquires
+/// that travel together share the clock, the count and the key's upkeep). Per call 10 * live +
+/// state, one integer for one call, an array for more; state: 0 acquired, 1 already held,
+/// 2 rejected, 3 rejected by the tenant cap, 4 rejected because the free slots go to callers in
+/// line. While nobody waits, the waiting room costs one EXISTS. A new admission forgets an
+/// earlier release of the same id.
 inline constexpr std::string_view acquire = CALLGUARD_LUA_NOW R"lua(
 local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local id, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local tenant, tenant_cap, base = ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local expires = now + ttl
+local base = ARGV[1]
+local replies, keep = {}, 0
+-- The count (see CALLGUARD_LUA_ADMISSION_COUNT); `exact` once expired slots are counted out.
+local live, exact, line = redis.call('ZCARD', active), false, nil
+for at = 2, #ARGV, 5 do
+  local id, cap, ttl = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local tenant, tenant_cap = ARGV[at + 3], tonumber(ARGV[at + 4])
+  local expires = now + ttl
+  local reply
+  repeat -- once; `break` ends this call's turn with `reply`
 )lua" CALLGUARD_LUA_ADMISSION_COUNT R"lua(
--- Does the call hold a slot already? Asked here when the answer can change the decision (full,
--- callers in line) or a slot of it may have expired unpurged; otherwise the ZADD NX below finds
--- out, before any tenant cap is checked.
-local asked, held = false, false
-if live >= cap or line or expired > 0 then
-  asked, held = true, redis.call('ZSCORE', active, id)
-  if held and tonumber(held) > now then
+    -- Does the call hold a slot already? Asked here when the answer can change the decision
+    -- (full, callers in line) or a slot of it may have expired unpurged; otherwise the ZADD NX
+    -- below finds out, before any tenant cap is checked.
+    local asked, held = false, false
+    if live >= cap or line or expired > 0 then
+      asked, held = true, redis.call('ZSCORE', active, id)
+      if held and tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
-    return 10 * live + 1
-  end
-  if live >= cap then return 10 * live + 2 end
-  if line then
+        reply = 10 * live + 1
+        break
+      end
+      if live >= cap then reply = 10 * live + 2 break end
+      if line then
 )lua" CALLGUARD_LUA_LINE CALLGUARD_LUA_LINE_WALK R"lua(
-    local mine = redis.call('ZSCORE', waiting, id)
-    local verdict = walk(cap - live, mine and id or nil, tenant, tenant_cap)
-    if verdict == 'wait' then return 10 * live + 4 end
-    if verdict == 'tenant' then return 10 * live + 3 end
-    if mine then forget(id) end
-  end
-  if held then -- expired but not purged yet: taken afresh below, without its old tenant entry
+        local mine = redis.call('ZSCORE', waiting, id)
+        local verdict = walk(cap - live, mine and id or nil, tenant, tenant_cap)
+        if verdict == 'wait' then reply = 10 * live + 4 break end
+        if verdict == 'tenant' then reply = 10 * live + 3 break end
+        if mine then forget(id) end
+      end
+      if held then -- expired but not purged yet: taken afresh below, without its old tenant entry
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
-  end
-end
-if not asked and redis.call('ZADD', active, 'NX', expires, id) == 0 then
-  asked, held = true, redis.call('ZSCORE', active, id)
-  if tonumber(held) > now then
+      end
+    end
+    if not asked and redis.call('ZADD', active, 'NX', expires, id) == 0 then
+      asked, held = true, redis.call('ZSCORE', active, id)
+      if tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
-    return 10 * live + 1
-  end
-  -- Its slot expired unpurged (the count had it): taken afresh, without its old tenant entry.
+        reply = 10 * live + 1
+        break
+      end
+      -- Its slot expired unpurged: taken afresh, without its old tenant entry.
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
-  live = live - 1
-end
-local tk = tenant ~= '' and base .. ':tenant:' .. tenant
-if tk and tenant_cap > 0 then
+      if not exact then live = live - 1 end -- the count had it
+    end
+    local tk = tenant ~= '' and base .. ':tenant:' .. tenant
+    if tk and tenant_cap > 0 then
 )lua" CALLGUARD_LUA_TENANT_COUNT R"lua(
-  if tenant_live >= tenant_cap then
-    if not asked then redis.call('ZREM', active, id) end -- takes back the ZADD NX above
-    return 10 * live + 3
-  end
-end
-if asked then redis.call('ZADD', active, expires, id) end
-)lua" CALLGUARD_LUA_KEEP("active", "ttl") R"lua(
-if tk then
-  redis.call('ZADD', tk, expires, id)
+      if tenant_live >= tenant_cap then
+        if not asked then redis.call('ZREM', active, id) end -- takes back the ZADD NX above
+        reply = 10 * live + 3
+        break
+      end
+    end
+    if asked then redis.call('ZADD', active, expires, id) end
+    if ttl > keep then keep = ttl end
+    if tk then
+      redis.call('ZADD', tk, expires, id)
 )lua" CALLGUARD_LUA_KEEP("tk", "ttl") R"lua(
-  redis.call('HSET', owners, id, tenant)
+      redis.call('HSET', owners, id, tenant)
 )lua" CALLGUARD_LUA_KEEP("owners", "ttl") R"lua(
-end
+    end
 )lua" CALLGUARD_LUA_FORGET_RELEASE("id") R"lua(
-return 10 * (live + 1)
+    live = live + 1
+    reply = 10 * live
+  until true
+  replies[#replies + 1] = reply
+end
+if keep > 0 then
+)lua" CALLGUARD_LUA_KEEP("active", "keep") R"lua(
+end
+if #replies == 1 then return replies[1] end
+return replies
 )lua";
 
-/// KEYS: active, owners, released, released:previous. ARGV: call id, key base, how long to
-/// remember the release (ms, 0 = not at all). Returns 10 * live + freed (1 when the call's slot
-/// was there and is gone now). No clock: a slot past its TTL that no acquire has purged yet is
-/// removed like a live one, and the count is the set's size, which may include such slots.
-/// (Effects replication still: before Redis 5, PTTL counts as non-deterministic.)
+/// KEYS: active, owners, released, released:previous. ARGV: key base, how long to remember a
+/// release (ms, 0 = not at all), then one call id or more (callers' releases that travel
+/// together). Per call 10 * live + freed (1 when the call's slot was there and is gone now), one
+/// integer for one call, an array for more, live counted after them all. No clock: a slot past
+/// its TTL that no acquire has purged yet is removed like a live one, and the count is the set's
+/// size, which may include such slots. (Effects replication still: before Redis 5, PTTL counts
+/// as non-deterministic.)
 inline constexpr std::string_view release = R"lua(
 if redis.replicate_commands then redis.replicate_commands() end
 local active, owners, released, previous = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local id, base, remember = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local freed = redis.call('ZREM', active, id)
-)lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+local base, remember = ARGV[1], tonumber(ARGV[2])
+-- Releases are remembered in the current generation while it has `remember` ms left (PTTL is -2
+-- once it is gone); otherwise it becomes the previous one and a new one starts. A previous one
+-- still alive (limiters on this prefix that remember for different times) is never replaced:
+-- the current one is lengthened instead, so no release is forgotten early. Expiries only grow.
+local left = 0
 if remember > 0 then
-  -- The current generation takes the release while it has `remember` ms left (PTTL is -2 once
-  -- it is gone); otherwise it becomes the previous one and a new one starts. A previous one
-  -- still alive (limiters on this prefix that remember for different times) is never replaced:
-  -- the current one is lengthened instead, so no release is forgotten early. Expiries only grow.
-  local left = redis.call('PTTL', released)
+  left = redis.call('PTTL', released)
   if left > 0 and left < remember and redis.call('EXISTS', previous) == 0 then
     redis.call('RENAME', released, previous)
   end
-  redis.call('HSET', released, id, 1)
-  if left < remember then redis.call('PEXPIRE', released, 2 * remember) end
 end
-return 10 * redis.call('ZCARD', active) + freed
+local freed = {}
+for at = 3, #ARGV do
+  local id = ARGV[at]
+  freed[#freed + 1] = redis.call('ZREM', active, id)
+)lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+  if remember > 0 then redis.call('HSET', released, id, 1) end
+end
+if remember > 0 and left < remember then redis.call('PEXPIRE', released, 2 * remember) end
+local live = 10 * redis.call('ZCARD', active)
+if #freed == 1 then return live + freed[1] end
+for i, f in ipairs(freed) do freed[i] = live + f end
+return freed
 )lua";
 
 /// KEYS: active, owners. ARGV: call id, ttl ms, key base. Returns 1 if a live slot was extended.
@@ -509,6 +541,17 @@ constexpr std::string_view script_source(script_id s) noexcept {
     case script_id::claim: return lua::claim;
     }
     return {};
+}
+
+/// Calls of acquire or release that wait to be written at the same moment travel as one script
+/// call (channel.hpp): they share its keys and its first `shared_args` arguments and append
+/// their own. 0: the script takes one call at a time.
+constexpr std::size_t shared_args(script_id s) noexcept {
+    switch (s) {
+    case script_id::acquire: return 1;  // the key base; then 5 per call
+    case script_id::release: return 2;  // the key base, the release memory; then the call id
+    default: return 0;
+    }
 }
 
 } // namespace callguard::detail
