@@ -150,7 +150,7 @@ TEST_CASE("async redis: acquires and releases waiting together travel as one scr
     CHECK(batched > 0);
     CHECK(calls < 64);
 
-    // Two callers for each of 16 calls, in the same moment: one takes the slot, one finds it held.
+    // Full: two callers for each of 16 new calls, in the same moment: all turned away.
     auto twice = all_at_once<callguard::acquire_result>(io, 32, [&](int i, auto h) {
         callguard::async_acquire(l, "CA-b" + std::to_string(64 + i / 2), h);
     });
@@ -179,7 +179,96 @@ TEST_CASE("async redis: acquires and releases waiting together travel as one scr
     CHECK(srv.integer({"ZCARD", active}) == 17);
 }
 
-TEST_CASE("async redis: calls that travelled together and were refused as a whole (NOSCRIPT) are sent again one by one") {
+TEST_CASE("async redis: a call never passes one queued before it on the same id (release, then acquire again)") {
+    test::redis_server srv;
+    test::io_thread io;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url())), test::small_config(1000),
+                    {callguard::null_sink(), {}});
+    const auto active = "{" + l.backend().options().key_prefix + "}:active";
+    // Both scripts loaded first: a script's first call waits for SCRIPT LOAD, and may be passed.
+    REQUIRE(acquire_batch(io, l, 1, "CA-warm").outcomes.front() == acquire_outcome::acquired);
+    REQUIRE(l.release("CA-warm0"));
+    for (int round = 0; round < 10; ++round) {
+        const auto x = "CA-x" + std::to_string(round), y = "CA-y" + std::to_string(round);
+        REQUIRE(acquire_batch(io, l, 1, x).outcomes.front() == acquire_outcome::acquired); // holds x + "0"
+        // One thread, in this order: a lone call (it goes out at once), an acquire of y, then x
+        // released and acquired again, then an acquire of z. z travels with y; x's second
+        // acquire may not, as that would put it before the release.
+        struct seen {
+            std::mutex mu;
+            std::vector<std::string> order;
+            bool freed = false;
+            acquire_outcome again{};
+        };
+        auto got = std::make_shared<seen>();
+        auto done = std::make_shared<std::promise<void>>();
+        auto left = std::make_shared<std::atomic<int>>(5);
+        auto note = [got, done, left](std::string what) {
+            {
+                std::lock_guard lk(got->mu);
+                got->order.push_back(std::move(what));
+            }
+            if (--*left == 0) done->set_value();
+        };
+        const auto held = x + "0";
+        asio::post(io.context(), [&, note, got] {
+            callguard::async_acquire(l, "CA-lone" + std::to_string(round), [note](callguard::acquire_result) { note("lone"); });
+            callguard::async_acquire(l, y, [note](callguard::acquire_result) { note("y"); });
+            callguard::async_release(l, held, [note, got](bool freed) {
+                got->freed = freed;
+                note("release");
+            });
+            callguard::async_acquire(l, held, [note, got](callguard::acquire_result a) {
+                got->again = a.outcome;
+                note("again");
+            });
+            callguard::async_acquire(l, "CA-z" + std::to_string(round), [note](callguard::acquire_result) { note("z"); });
+        });
+        REQUIRE(done->get_future().wait_for(20s) == std::future_status::ready);
+        std::lock_guard lk(got->mu);
+        CHECK(got->order.size() == 5);
+        CHECK(got->freed);
+        CHECK(got->again == acquire_outcome::acquired); // not already_held: the release ran first
+        CHECK(srv.command({"ZSCORE", active, held}) != "(nil)");
+    }
+    CHECK(l.backend().batched_calls() > 0);
+}
+
+TEST_CASE("async redis: in calls that travel together, an expired slot turned away by its tenant's cap is not counted twice") {
+    test::redis_server srv;
+    test::io_thread io;
+    for (int round = 0; round < 12; ++round) {
+        auto o = options(srv.url());
+        const auto base = "{" + o.key_prefix + "}";
+        // CA-x expired a minute ago (unpurged); CA-z is live, of tenant T (cap 1).
+        srv.command({"EVAL",
+                     "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000;"
+                     "redis.call('ZADD', KEYS[1], now - 60000, 'CA-x', now + 600000, 'CA-z');"
+                     "redis.call('ZADD', KEYS[2], now + 600000, 'CA-z'); redis.call('HSET', KEYS[3], 'CA-z', 'T');"
+                     "for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, 600000) end; return 1",
+                     "3", base + ":active", base + ":tenant:T", base + ":owners"});
+        auto cfg = test::small_config(4);
+        cfg.tenant_limits = {{"T", 1}};
+        redis_limiter l(callguard::redis_backend(io.executor(), o), cfg, {callguard::null_sink(), {}});
+        // A lone call goes out at once (CA-z and it: 2 live); the rest queue behind it and travel
+        // together: CA-x of T (full: turned away), then three calls for the last two slots.
+        const std::vector<std::pair<std::string, std::string>> calls{
+            {"CA-lone", ""}, {"CA-x", "T"}, {"CA-a", ""}, {"CA-b", ""}, {"CA-c", ""}};
+        auto r = all_at_once<callguard::acquire_result>(io, static_cast<int>(calls.size()), [&](int i, auto h) {
+            const auto& c = calls[static_cast<std::size_t>(i)];
+            callguard::async_acquire(l, c.first, c.second, h);
+        });
+        CHECK(r[0].at(0).outcome == acquire_outcome::acquired);
+        CHECK(r[1].at(0).outcome == acquire_outcome::rejected);
+        CHECK(r[1].at(0).tenant_limited);
+        CHECK(r[2].at(0).outcome == acquire_outcome::acquired);
+        CHECK(r[3].at(0).outcome == acquire_outcome::acquired);
+        CHECK(r[4].at(0).outcome == acquire_outcome::rejected); // the cap is 4: z, lone, a, b
+        CHECK(l.status().active_calls == 4);
+    }
+}
+
+TEST_CASE("async redis: calls that travelled together and were refused as a whole (NOSCRIPT) each handle the answer") {
     test::redis_server srv;
     test::io_thread io;
     redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url())), test::small_config(1000),

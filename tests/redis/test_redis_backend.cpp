@@ -27,6 +27,18 @@ std::unique_ptr<redis_limiter> make(const std::string& prefix, std::int64_t cap,
         callguard::limiter_hooks{callguard::null_sink(), {}});
 }
 
+/// Slots that expired a minute ago (a crashed fleet) under `base`: `dead` of them, then CA-old of
+/// tenant bizA, the newest (a purge takes the oldest first).
+void seed_expired(test::redis_server& srv, const std::string& base, int dead) {
+    srv.command({"EVAL",
+                 "local t = redis.call('TIME'); local past = tonumber(t[1]) * 1000 - 60000;"
+                 "for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], past - 1000 + i, 'CA-dead-' .. i) end;"
+                 "redis.call('ZADD', KEYS[1], past, 'CA-old'); redis.call('ZADD', KEYS[2], past, 'CA-old');"
+                 "redis.call('HSET', KEYS[3], 'CA-old', 'bizA');"
+                 "for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, 600000) end; return 1",
+                 "3", base + ":active", base + ":tenant:bizA", base + ":owners", std::to_string(dead)});
+}
+
 /// Calls of one command in INFO commandstats (0 if never called).
 long long calls_of(std::string_view cmd) {
     auto info = test::shared_redis().command({"INFO", "commandstats"});
@@ -139,15 +151,9 @@ TEST_CASE("redis: more expired slots than one acquire purges never count, and an
     auto& srv = test::shared_redis();
     const auto prefix = test::unique_prefix("mass-expiry");
     const auto base = "{" + prefix + "}";
-    // 150 slots that expired a minute ago (a crashed fleet), the newest of them CA-old of
-    // tenant bizA: one acquire purges 100 of them, oldest first, so CA-old is still stored.
-    srv.command({"EVAL",
-                 "local t = redis.call('TIME'); local past = tonumber(t[1]) * 1000 - 60000;"
-                 "for i = 1, 149 do redis.call('ZADD', KEYS[1], past - 1000 + i, 'CA-dead-' .. i) end;"
-                 "redis.call('ZADD', KEYS[1], past, 'CA-old'); redis.call('ZADD', KEYS[2], past, 'CA-old');"
-                 "redis.call('HSET', KEYS[3], 'CA-old', 'bizA');"
-                 "for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, 600000) end; return 1",
-                 "3", base + ":active", base + ":tenant:bizA", base + ":owners"});
+    // 150 slots that expired a minute ago, the newest of them CA-old of tenant bizA: one
+    // acquire purges 100 of them, oldest first, so CA-old is still stored.
+    seed_expired(srv, base, 149);
     auto cfg = test::small_config(3);
     cfg.tenant_limits = {{"bizA", 1}, {"bizB", 1}};
     redis_limiter l(callguard::redis_backend(test::quick_options(srv, prefix)), cfg,
@@ -181,12 +187,7 @@ TEST_CASE("redis: below the cap, an expired slot found by the acquire itself is 
     for (int round = 0; round < 24; ++round) {
         const auto prefix = test::unique_prefix("expired-nx");
         const auto base = "{" + prefix + "}";
-        srv.command({"EVAL",
-                     "local t = redis.call('TIME'); local past = tonumber(t[1]) * 1000 - 60000;"
-                     "redis.call('ZADD', KEYS[1], past, 'CA-old'); redis.call('ZADD', KEYS[2], past, 'CA-old');"
-                     "redis.call('HSET', KEYS[3], 'CA-old', 'bizA');"
-                     "for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, 600000) end; return 1",
-                     "3", base + ":active", base + ":tenant:bizA", base + ":owners"});
+        seed_expired(srv, base, 0);
         auto cfg = test::small_config(10);
         cfg.tenant_limits = {{"bizA", 5}, {"bizB", 1}};
         redis_limiter l(callguard::redis_backend(test::quick_options(srv, prefix)), cfg,

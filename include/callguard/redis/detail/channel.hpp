@@ -33,11 +33,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace callguard::detail {
@@ -59,8 +61,9 @@ public:
 
     /// Requests with the same non-empty head that wait to be written at the same moment travel
     /// as one command: the head (`batch_head_argc` arguments, encoded) and then each one's item
-    /// (`batch_item_argc` arguments), in queue order; its reply is an array, one element per
-    /// request. Any other reply (an error: NOSCRIPT, MOVED...) sends each request again alone.
+    /// (`batch_item_argc` arguments, the first of them the call id), in queue order; its reply is
+    /// an array, one element per request. Any other reply (an error: NOSCRIPT, MOVED...) reaches
+    /// each request as its own.
     std::string batch_head, batch_item;
     std::size_t batch_head_argc = 0, batch_item_argc = 0;
 };
@@ -173,7 +176,7 @@ private:
 
     /// Requests travelling as one command (see `channel_request::batch_head`).
     struct batch_request final : channel_request {
-        explicit batch_request(std::weak_ptr<channel> ch) : channel_request(std::string()), ch_(std::move(ch)) {}
+        batch_request() : channel_request(std::string()) {}
 
         void encode() {
             auto argc = members.front()->batch_head_argc;
@@ -183,7 +186,12 @@ private:
         }
 
         void finish(reply_ptr reply, const failure& why) noexcept override {
-            if (!why && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == members.size()) {
+            if (why || !reply) {
+                const auto failed = why ? why : failure::reply("no reply to calls sent as one");
+                for (auto& m : members) m->finish(nullptr, failed);
+                return;
+            }
+            if (reply->type == REDIS_REPLY_ARRAY && reply->elements == members.size()) {
                 for (std::size_t i = 0; i < members.size(); ++i) {
                     reply_ptr one(reply->element[i]); // taken out of the array, which frees the rest
                     reply->element[i] = nullptr;
@@ -191,32 +199,34 @@ private:
                 }
                 return;
             }
-            if (!why) { // refused as a whole: each request finds out alone what to do
-                auto ch = ch_.lock();
-                if (ch && !ch->closed_) {
-                    for (auto& m : members) m->may_resend = m->may_resend && may_resend;
-                    return ch->send_alone(members);
+            // Refused or failed as a whole (NOSCRIPT, MOVED, READONLY...): each request gets the
+            // answer as its own, and handles it as it would alone (load the script, follow the
+            // redirection...).
+            const auto text = reply_text(reply.get());
+            for (auto& m : members) {
+                try {
+                    if (!reply_is_error(reply.get()))
+                        throw redis_reply_error("unexpected reply to " + std::to_string(members.size()) +
+                                                " calls sent as one: " + text);
+                    m->finish(error_reply(text), {});
+                } catch (...) {
+                    m->finish(nullptr, failure::current());
                 }
             }
-            const auto failed = why ? why : failure::shutdown();
-            for (auto& m : members) m->finish(nullptr, failed);
         }
 
         std::vector<request_ptr> members;
-
-    private:
-        std::weak_ptr<channel> ch_;
     };
     static constexpr std::size_t max_batch = 64; // calls per command: bounds a script's run
 
-    /// Queues `members` first, each to be written as a command of its own; written by the
-    /// pump that follows the reply's handling.
-    void send_alone(std::vector<request_ptr>& members) {
-        for (auto it = members.rbegin(); it != members.rend(); ++it) {
-            (*it)->batch_head.clear();
-            queue_.push_front(std::move(*it));
-        }
-        members.clear();
+    /// A request's first item argument (the call id of an acquire or a release), encoded as a
+    /// bulk string at the start of `batch_item`.
+    static std::string_view first_item(const channel_request& r) {
+        const std::string_view item = r.batch_item;
+        const auto eol = item.find("\r\n");
+        if (item.empty() || item[0] != '$' || eol == std::string_view::npos) return item;
+        const auto n = static_cast<std::size_t>(std::strtoull(item.data() + 1, nullptr, 10));
+        return item.substr(eol + 2, std::min(n, item.size() - eol - 2));
     }
 
     void do_exec(request_ptr r) {
@@ -365,42 +375,66 @@ private:
     void write_queued() {
         const auto first = in_flight_.size();
         const auto deadline = steady::now() + settings_.command_timeout;
-        // Requests that may travel together do: each group as one command, where its first stood.
-        std::vector<std::pair<std::size_t, batch_request*>> groups; // its place in in_flight_
+        // Requests that may travel together do, each group as one command where its first
+        // stood; none passes a request queued before it on the same call id (nor any other
+        // kind of request).
+        struct group {
+            std::size_t at;      // its place in in_flight_
+            std::size_t size;    // members so far
+            batch_request* batch; // made when a second member comes
+        };
+        std::vector<group> groups;
+        std::unordered_map<std::string_view, std::size_t> last; // call id -> place of its latest request
+        std::size_t fence = first; // groups placed before this take no more members
+        const bool many = queue_.size() > 1;
         while (!queue_.empty()) {
             auto r = std::move(queue_.front());
             queue_.pop_front();
             r->deadline = deadline;
             r->on_used_connection = answered_ > 0;
-            if (r->batch_head.empty()) {
+            if (!many || r->batch_head.empty()) {
                 in_flight_.push_back(std::move(r));
+                fence = in_flight_.size();
                 continue;
             }
-            auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) {
-                return x.second->members.size() < max_batch && x.second->members.front()->batch_head == r->batch_head;
+            const auto id = first_item(*r);
+            auto seen = last.find(id);
+            const std::size_t not_before = seen == last.end() ? fence : std::max(fence, seen->second);
+            auto g = std::find_if(groups.begin(), groups.end(), [&](const group& x) {
+                return x.at >= not_before && x.size < max_batch && head_of(x)->batch_head == r->batch_head;
             });
             if (g == groups.end()) {
-                auto b = std::make_unique<batch_request>(weak_from_this());
-                b->deadline = deadline;
-                b->on_used_connection = r->on_used_connection;
-                groups.emplace_back(in_flight_.size(), b.get());
-                in_flight_.push_back(std::move(b));
+                groups.push_back({in_flight_.size(), 1, nullptr});
+                in_flight_.push_back(std::move(r));
                 g = groups.end() - 1;
-            }
-            g->second->may_resend = g->second->may_resend && r->may_resend;
-            g->second->members.push_back(std::move(r));
-        }
-        for (auto [at, b] : groups) {
-            if (b->members.size() > 1) {
-                b->encode();
-                batched_.fetch_add(b->members.size(), std::memory_order_relaxed);
             } else {
-                auto alone = std::move(b->members.front());
-                in_flight_[at] = std::move(alone); // the group is gone
+                if (!g->batch) { // a second member: the first moves into a new group
+                    auto b = std::make_unique<batch_request>();
+                    b->deadline = deadline;
+                    b->on_used_connection = in_flight_[g->at]->on_used_connection;
+                    b->may_resend = in_flight_[g->at]->may_resend;
+                    b->members.push_back(std::move(in_flight_[g->at]));
+                    g->batch = b.get();
+                    in_flight_[g->at] = std::move(b);
+                }
+                g->batch->may_resend = g->batch->may_resend && r->may_resend;
+                g->batch->members.push_back(std::move(r));
+                ++g->size;
             }
+            last.insert_or_assign(id, g->at);
+        }
+        for (const auto& g : groups) {
+            if (!g.batch) continue;
+            g.batch->encode();
+            batched_.fetch_add(g.size, std::memory_order_relaxed);
         }
         arm_timer(in_flight_.front()->deadline);
         write_in_flight_tail(first);
+    }
+
+    /// A group's first request (alone in in_flight_, or the first member of its batch).
+    const channel_request* head_of(const auto& g) const {
+        return g.batch ? g.batch->members.front().get() : in_flight_[g.at].get();
     }
 
     /// Writes the commands of in_flight_[first...] in one go, and makes sure a read is pending.

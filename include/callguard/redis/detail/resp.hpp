@@ -57,6 +57,12 @@ inline std::string encode(std::initializer_list<std::string_view> args) {
     return out;
 }
 
+class resp_reader;
+
+/// An error reply of its own carrying `text` (one line): for handing one answer to each of
+/// several requests.
+inline reply_ptr error_reply(std::string_view text);
+
 /// Replies out of a byte stream, in order.
 class resp_reader {
 public:
@@ -84,5 +90,16 @@ public:
 private:
     redisReader* r_;
 };
+
+inline reply_ptr error_reply(std::string_view text) {
+    std::string line = "-";
+    for (char c : text) line += c == '\r' || c == '\n' ? ' ' : c;
+    line += "\r\n";
+    resp_reader reader;
+    reader.feed(line.data(), line.size());
+    auto r = reader.next();
+    if (!r) throw redis_io_error("cannot copy an error reply");
+    return std::move(*r);
+}
 
 } // namespace callguard::detail

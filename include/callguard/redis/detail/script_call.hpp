@@ -81,18 +81,20 @@ private:
         return out;
     }
 
-    std::string evalsha(std::string_view sha) const {
-        return "*" + std::to_string(argc_) + "\r\n" + head(sha) + item_;
+    std::string evalsha(std::string_view sha) const { return evalsha_of(head(sha)); }
+    std::string evalsha_of(const std::string& head) const {
+        return "*" + std::to_string(argc_) + "\r\n" + head + item_;
     }
 
     void send() {
         const auto sha = ctx_.scripts.sha(id_);
         if (sha.empty()) return load_then_send();
-        auto req = make_request(evalsha(sha), [self = this->shared_from_this()](reply_ptr r, const failure& why) {
+        auto h = head(sha);
+        auto req = make_request(evalsha_of(h), [self = this->shared_from_this()](reply_ptr r, const failure& why) {
             self->on_reply(std::move(r), why);
         });
         if (item_argc_ > 0) { // may travel with other calls of this script on these keys
-            req->batch_head = head(sha);
+            req->batch_head = std::move(h);
             req->batch_head_argc = argc_ - item_argc_;
             req->batch_item = item_;
             req->batch_item_argc = item_argc_;

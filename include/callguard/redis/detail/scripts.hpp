@@ -34,7 +34,8 @@ namespace callguard::detail::lua {
 // of a call without a tenant while nobody waits) make as few commands as the guarantees allow,
 // define no functions and build no strings: each `redis.call` costs about as much as a plain
 // command sent on its own. Replies are one integer where two numbers are enough (a table reply
-// costs the server more than two commands): `10 * live + state`, readable in redis-cli.
+// costs the server more than two commands): `10 * live + state`, readable in redis-cli (an
+// array of such integers when several callers' calls travel as one script call).
 
 // Effects replication (needed before Redis 5 to write after TIME) and the server's clock in ms.
 #define CALLGUARD_LUA_NOW                                                                        \
@@ -248,14 +249,16 @@ for at = 2, #ARGV, 5 do
       end
     end
     if not asked and redis.call('ZADD', active, 'NX', expires, id) == 0 then
-      asked, held = true, redis.call('ZSCORE', active, id)
+      held = redis.call('ZSCORE', active, id)
       if tonumber(held) > now then
 )lua" CALLGUARD_LUA_PUSH_EXPIRY R"lua(
         reply = 10 * live + 1
         break
       end
-      -- Its slot expired unpurged: taken afresh, without its old tenant entry.
+      -- Its slot expired unpurged: taken afresh (as if the ZADD NX had added it, so a tenant cap
+      -- that turns the call away takes it out), without its old tenant entry.
 )lua" CALLGUARD_LUA_DROP_OWNER R"lua(
+      redis.call('ZADD', active, expires, id)
       if not exact then live = live - 1 end -- the count had it
     end
     local tk = tenant ~= '' and base .. ':tenant:' .. tenant
