@@ -379,9 +379,9 @@ private:
         // stood; none passes a request queued before it on the same call id (nor any other
         // kind of request).
         struct group {
-            std::size_t at;      // its place in in_flight_
-            std::size_t size;    // members so far
-            batch_request* batch; // made when a second member comes
+            std::size_t at;        // its place in in_flight_
+            batch_request* batch;  // made when a second member comes
+            std::size_t size() const { return batch ? batch->members.size() : 1; }
         };
         std::vector<group> groups;
         std::unordered_map<std::string_view, std::size_t> last; // call id -> place of its latest request
@@ -401,10 +401,10 @@ private:
             auto seen = last.find(id);
             const std::size_t not_before = seen == last.end() ? fence : std::max(fence, seen->second);
             auto g = std::find_if(groups.begin(), groups.end(), [&](const group& x) {
-                return x.at >= not_before && x.size < max_batch && head_of(x)->batch_head == r->batch_head;
+                return x.at >= not_before && x.size() < max_batch && head_of(x)->batch_head == r->batch_head;
             });
             if (g == groups.end()) {
-                groups.push_back({in_flight_.size(), 1, nullptr});
+                groups.push_back({in_flight_.size(), nullptr});
                 in_flight_.push_back(std::move(r));
                 g = groups.end() - 1;
             } else {
@@ -419,14 +419,13 @@ private:
                 }
                 g->batch->may_resend = g->batch->may_resend && r->may_resend;
                 g->batch->members.push_back(std::move(r));
-                ++g->size;
             }
             last.insert_or_assign(id, g->at);
         }
         for (const auto& g : groups) {
             if (!g.batch) continue;
             g.batch->encode();
-            batched_.fetch_add(g.size, std::memory_order_relaxed);
+            batched_.fetch_add(g.size(), std::memory_order_relaxed);
         }
         arm_timer(in_flight_.front()->deadline);
         write_in_flight_tail(first);

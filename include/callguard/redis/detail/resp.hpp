@@ -57,12 +57,6 @@ inline std::string encode(std::initializer_list<std::string_view> args) {
     return out;
 }
 
-class resp_reader;
-
-/// An error reply of its own carrying `text` (one line): for handing one answer to each of
-/// several requests.
-inline reply_ptr error_reply(std::string_view text);
-
 /// Replies out of a byte stream, in order.
 class resp_reader {
 public:
@@ -91,6 +85,8 @@ private:
     redisReader* r_;
 };
 
+/// An error reply of its own carrying `text` (one line): for handing one answer to each of
+/// several requests.
 inline reply_ptr error_reply(std::string_view text) {
     std::string line = "-";
     for (char c : text) line += c == '\r' || c == '\n' ? ' ' : c;
