@@ -185,7 +185,7 @@ auto async_acquire(capacity_limiter<Backend>& limiter, std::string_view call_id,
             using access = detail::limiter_access;
             if constexpr (async_capacity_backend<Backend>)
                 detail::run_async(limiter, std::move(handler),
-                                  [&limiter, s](auto finish) {
+                                  [&limiter, s = std::move(s)](auto finish) {
                     limiter.backend().async_try_acquire(
                         access::request(limiter, s.call_id, s.tenant),
                         [&limiter, s, finish = std::move(finish)](slot_reply reply, const backend_error* e) mutable {
@@ -194,7 +194,7 @@ auto async_acquire(capacity_limiter<Backend>& limiter, std::string_view call_id,
                         });
                 });
             else
-                detail::run_blocking(limiter, std::move(handler), [&limiter, s] { return limiter.acquire(s.call_id, s.tenant); });
+                detail::run_blocking(limiter, std::move(handler), [&limiter, s = std::move(s)] { return limiter.acquire(s.call_id, s.tenant); });
         },
         token, detail::call_strings{std::string(call_id), std::string(tenant)});
 }
@@ -219,7 +219,7 @@ auto async_release(capacity_limiter<Backend>& limiter, std::string_view call_id,
             }
             if constexpr (async_capacity_backend<Backend>)
                 detail::run_async(limiter, std::move(handler),
-                                  [&limiter, id](auto finish) {
+                                  [&limiter, id = std::move(id)](auto finish) {
                     const bool freed_local = access::release_local(limiter, id);
                     limiter.backend().async_release(
                         id, [&limiter, id, freed_local, finish = std::move(finish)](release_reply reply,
@@ -228,7 +228,7 @@ auto async_release(capacity_limiter<Backend>& limiter, std::string_view call_id,
                         });
                 });
             else
-                detail::run_blocking(limiter, std::move(handler), [&limiter, id] { return limiter.release(id); });
+                detail::run_blocking(limiter, std::move(handler), [&limiter, id = std::move(id)] { return limiter.release(id); });
         },
         token, std::string(call_id));
 }
@@ -243,7 +243,7 @@ auto async_refresh(capacity_limiter<Backend>& limiter, std::string_view call_id,
             using access = detail::limiter_access;
             if constexpr (async_capacity_backend<Backend>)
                 detail::run_async(limiter, std::move(handler),
-                                  [&limiter, id](auto finish) {
+                                  [&limiter, id = std::move(id)](auto finish) {
                     const bool held_locally = access::refresh_local(limiter, id);
                     limiter.backend().async_refresh(id, access::ttl(limiter),
                                                     [&limiter, held_locally, finish = std::move(finish)](
@@ -253,7 +253,7 @@ auto async_refresh(capacity_limiter<Backend>& limiter, std::string_view call_id,
                                                     });
                 });
             else
-                detail::run_blocking(limiter, std::move(handler), [&limiter, id] { return limiter.refresh(id); });
+                detail::run_blocking(limiter, std::move(handler), [&limiter, id = std::move(id)] { return limiter.refresh(id); });
         },
         token, std::string(call_id));
 }

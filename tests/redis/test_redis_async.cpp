@@ -14,6 +14,7 @@
 #include <callguard/callguard.hpp>
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <mutex>
@@ -177,6 +178,44 @@ TEST_CASE("async redis: acquires and releases waiting together travel as one scr
                (b == acquire_outcome::acquired && a == acquire_outcome::already_held)));
     }
     CHECK(srv.integer({"ZCARD", active}) == 17);
+}
+
+TEST_CASE("async redis: calls made while replies are handed out go out a few together, not one by one") {
+    test::redis_server srv;
+    test::io_thread io;
+    redis_limiter l(callguard::redis_backend(io.executor(), options(srv.url())), test::small_config(40),
+                    {callguard::null_sink(), {}});
+    // Warm: the connection and both scripts.
+    REQUIRE(acquire_batch(io, l, 8, "CA-h").outcomes.size() == 8);
+    REQUIRE(all_at_once<bool>(io, 1, [&](int, auto h) { callguard::async_release(l, "CA-warm", h); }).at(0).size() == 1);
+
+    // One acquire's handler (run inline, while its reply is handed out) releases the 8 held
+    // calls: the first 4 go out together as soon as they are queued (one write, one script
+    // call), the other 4 together after them; none alone.
+    struct seen {
+        std::uint64_t writes = 0, batched = 0; // during the releases
+        std::vector<bool> freed;
+    };
+    auto s = std::make_shared<seen>();
+    auto done = std::make_shared<std::promise<void>>();
+    asio::post(io.context(), [&l, s, done] {
+        callguard::async_acquire(l, "CA-trigger", [&l, s, done](callguard::acquire_result) {
+            const auto writes = l.backend().round_trips(), batched = l.backend().batched_calls();
+            for (int i = 0; i < 8; ++i)
+                callguard::async_release(l, "CA-h" + std::to_string(i), [&l, s, done, writes, batched](bool f) {
+                    s->freed.push_back(f);
+                    if (s->freed.size() < 8) return;
+                    s->writes = l.backend().round_trips() - writes;
+                    s->batched = l.backend().batched_calls() - batched;
+                    done->set_value();
+                });
+        });
+    });
+    REQUIRE(done->get_future().wait_for(20s) == std::future_status::ready);
+    CHECK(s->writes == 2);
+    CHECK(s->batched == 8);
+    CHECK(std::count(s->freed.begin(), s->freed.end(), true) == 8);
+    CHECK(srv.integer({"ZCARD", "{" + l.backend().options().key_prefix + "}:active"}) == 1); // the trigger
 }
 
 TEST_CASE("async redis: a call never passes one queued before it on the same id (release, then acquire again)") {

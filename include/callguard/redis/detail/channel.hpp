@@ -2,8 +2,9 @@
 
 // One connection to Redis, pipelined: commands are written as they come (everything queued
 // while a write is under way goes out together in the next one; script calls that say they may
-// go as one command, an acquire or release of one limiter, do), replies are matched to them in
-// order, and each command has a deadline. All of its work runs on one strand, so it can be driven
+// go as one command, an acquire or release of one limiter, do; commands sent by callers while
+// a read's replies are handed out go a few at a time, see on_read), replies are matched to them
+// in order, and each command has a deadline. All of its work runs on one strand, so it can be driven
 // by an application's io_context (many commands in flight, no thread hand-off) or by the
 // blocking callers themselves (blocking_driver): the same code either way.
 //
@@ -32,11 +33,12 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <memory_resource>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -53,18 +55,26 @@ public:
     virtual ~channel_request() = default;
     /// A reply (an error reply is a reply), or, with a null reply, why there is none.
     virtual void finish(reply_ptr reply, const failure& why) noexcept = 0;
+    /// The callers it answers.
+    virtual std::size_t calls() const noexcept { return 1; }
 
-    std::string resp;           ///< the command, encoded
+    /// The command, encoded: `resp`, or when that is empty `borrowed`, bytes its sender keeps
+    /// alive and unchanged until `finish` (a script call's own buffer: no copy per call).
+    std::string_view command() const noexcept { return resp.empty() ? borrowed : std::string_view(resp); }
+
+    std::string resp;
+    std::string_view borrowed;
     steady::time_point deadline{};
     bool may_resend = true;     ///< may be sent once more on a new connection
     bool on_used_connection = false;
 
     /// Requests with the same non-empty head that wait to be written at the same moment travel
     /// as one command: the head (`batch_head_argc` arguments, encoded) and then each one's item
-    /// (`batch_item_argc` arguments, the first of them the call id), in queue order; its reply is
-    /// an array, one element per request. Any other reply (an error: NOSCRIPT, MOVED...) reaches
-    /// each request as its own.
-    std::string batch_head, batch_item;
+    /// (`batch_item_argc` arguments), in queue order; its reply is an array, one element per
+    /// request. Any other reply (an error: NOSCRIPT, MOVED...) reaches each request as its own.
+    /// `batch_key` (the call id) keeps a request behind earlier ones with the same key. All
+    /// three view the command's bytes.
+    std::string_view batch_head, batch_item, batch_key;
     std::size_t batch_head_argc = 0, batch_item_argc = 0;
 };
 using request_ptr = std::unique_ptr<channel_request>;
@@ -107,6 +117,10 @@ struct channel_settings {
     std::function<void(std::function<void(std::vector<redis_target>, failure)>)> targets;
     /// Told which target a new connection went to.
     std::function<void(const redis_target&)> on_connected;
+    /// The io_context is the channel's own, run only while a caller waits (blocking_driver):
+    /// its deadline timer may stay armed between commands (no `run()` to keep from returning),
+    /// which saves re-arming it for every command.
+    bool own_context = false;
 };
 
 class channel : public std::enable_shared_from_this<channel> {
@@ -126,6 +140,7 @@ public:
 
     /// Queues `r` (from any thread); it is written as soon as the connection is ready.
     void exec(request_ptr r) {
+        if (strand_.running_in_this_thread()) return do_exec(std::move(r)); // a caller answered here
         asio::dispatch(strand_, [self = shared_from_this(), r = std::move(r)]() mutable {
             self->do_exec(std::move(r));
         });
@@ -179,9 +194,16 @@ private:
         batch_request() : channel_request(std::string()) {}
 
         void encode() {
+            const auto& head = members.front()->batch_head;
             auto argc = members.front()->batch_head_argc;
-            for (const auto& m : members) argc += m->batch_item_argc;
-            resp = "*" + std::to_string(argc) + "\r\n" + members.front()->batch_head;
+            auto size = head.size() + 24;
+            for (const auto& m : members) {
+                argc += m->batch_item_argc;
+                size += m->batch_item.size();
+            }
+            resp.reserve(size);
+            append_header(resp, '*', argc);
+            resp += head;
             for (const auto& m : members) resp += m->batch_item;
         }
 
@@ -215,19 +237,12 @@ private:
             }
         }
 
+        std::size_t calls() const noexcept override { return members.size(); }
+
         std::vector<request_ptr> members;
     };
     static constexpr std::size_t max_batch = 64; // calls per command: bounds a script's run
-
-    /// A request's first item argument (the call id of an acquire or a release), encoded as a
-    /// bulk string at the start of `batch_item`.
-    static std::string_view first_item(const channel_request& r) {
-        const std::string_view item = r.batch_item;
-        const auto eol = item.find("\r\n");
-        if (item.empty() || item[0] != '$' || eol == std::string_view::npos) return item;
-        const auto n = static_cast<std::size_t>(std::strtoull(item.data() + 1, nullptr, 10));
-        return item.substr(eol + 2, std::min(n, item.size() - eol - 2));
-    }
+    static constexpr std::size_t min_early_write = 4; // while replies are handed out (on_read)
 
     void do_exec(request_ptr r) {
         if (closed_) return r->finish(nullptr, failure::shutdown());
@@ -261,7 +276,7 @@ private:
             if (!queue_.empty()) start_connect();
             return;
         }
-        if (phase_ == phase::ready && !stale_ && !writing_ && !queue_.empty()) write_queued();
+        if (phase_ == phase::ready && !stale_ && !writing_ && queue_.size() > held_back_) write_queued();
     }
 
     // --- connecting -------------------------------------------------------------------------
@@ -383,8 +398,11 @@ private:
             batch_request* batch;  // made when a second member comes
             std::size_t size() const { return batch ? batch->members.size() : 1; }
         };
-        std::vector<group> groups;
-        std::unordered_map<std::string_view, std::size_t> last; // call id -> place of its latest request
+        // Bookkeeping for this write only: from a buffer on the stack while it lasts.
+        std::array<std::byte, 8192> arena;
+        std::pmr::monotonic_buffer_resource memory(arena.data(), arena.size());
+        std::pmr::vector<group> groups(&memory);
+        std::pmr::unordered_map<std::string_view, std::size_t> last(&memory); // call id -> place of its latest request
         std::size_t fence = first; // groups placed before this take no more members
         const bool many = queue_.size() > 1;
         while (!queue_.empty()) {
@@ -397,7 +415,7 @@ private:
                 fence = in_flight_.size();
                 continue;
             }
-            const auto id = first_item(*r);
+            const auto id = r->batch_key;
             auto seen = last.find(id);
             const std::size_t not_before = seen == last.end() ? fence : std::max(fence, seen->second);
             auto g = std::find_if(groups.begin(), groups.end(), [&](const group& x) {
@@ -413,6 +431,7 @@ private:
                     b->deadline = deadline;
                     b->on_used_connection = in_flight_[g->at]->on_used_connection;
                     b->may_resend = in_flight_[g->at]->may_resend;
+                    b->members.reserve(std::min(queue_.size() + 1, max_batch));
                     b->members.push_back(std::move(in_flight_[g->at]));
                     g->batch = b.get();
                     in_flight_[g->at] = std::move(b);
@@ -439,7 +458,7 @@ private:
     /// Writes the commands of in_flight_[first...] in one go, and makes sure a read is pending.
     void write_in_flight_tail(std::size_t first) {
         wbuf_.clear();
-        for (std::size_t i = first; i < in_flight_.size(); ++i) wbuf_ += in_flight_[i]->resp;
+        for (std::size_t i = first; i < in_flight_.size(); ++i) wbuf_ += in_flight_[i]->command();
         writing_ = true;
         writes_.fetch_add(1, std::memory_order_relaxed);
         stream_.async_write(asio::buffer(wbuf_), [self = shared_from_this(), gen = gen_](
@@ -489,11 +508,19 @@ private:
             return connection_broken(why);
         }
         reading_ = false;
+        // Callers answered here often send their next command at once (a coroutine resumed
+        // inline). The first half of them go out together as soon as they are queued, and the
+        // rest together once every reply is handed out: fewer writes, and the server works on
+        // the first half while the others are answered (both cores busy, not taking turns).
+        std::size_t calls = 0;
+        for (const auto& f : done) calls += f.request->calls();
+        held_back_ = std::max<std::size_t>(min_early_write, calls / 2) - 1;
         finish_all(done); // may queue more (a script load, a resend): handled by pump below
+        held_back_ = 0;
         if (gen != gen_ || closed_) return;
         if (!in_flight_.empty() && !reading_) start_read();
         pump();
-        if (in_flight_.empty() && queue_.empty() && phase_ == phase::ready) disarm_timer();
+        if (in_flight_.empty() && queue_.empty() && phase_ == phase::ready && !settings_.own_context) disarm_timer();
     }
 
     /// Nothing is waiting for a reply: no deadline to watch, and no pending wait to keep an
@@ -601,6 +628,7 @@ private:
 
     phase phase_ = phase::idle;
     bool closed_ = false, stale_ = false, writing_ = false, reading_ = false;
+    std::size_t held_back_ = 0; // while a read's replies are handed out: commands queued before a write
     bool timer_armed_ = false;
     steady::time_point armed_at_{}, connect_deadline_{};
     std::uint64_t gen_ = 0, timer_gen_ = 0; // a new connection (or timer) makes old handlers stale

@@ -7,6 +7,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include <charconv>
+#include <cstddef>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -33,18 +35,29 @@ inline bool reply_error_is(const redisReply* r, std::string_view code) noexcept 
     return std::string_view(r->str, code.size()) == code;
 }
 
+/// Appends `*n\r\n` (an array's header) or `$n\r\n` (a bulk string's) to `out`.
+inline void append_header(std::string& out, char kind, std::size_t n) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+    out += kind;
+    out.append(digits, end);
+    out.append("\r\n", 2);
+}
+
+/// Appends one bulk string to `out`.
+inline void append_bulk(std::string& out, std::string_view s) {
+    append_header(out, '$', s.size());
+    out += s;
+    out.append("\r\n", 2);
+}
+
+/// The bytes `append_bulk` appends for `s`, or more: for reserving a command's size up front.
+constexpr std::size_t bulk_size_bound(std::string_view s) noexcept { return s.size() + 25; }
+
 /// Appends one command (an array of bulk strings) to `out`.
 inline void append_resp(std::string& out, std::span<const std::string_view> args) {
-    out += '*';
-    out += std::to_string(args.size());
-    out += "\r\n";
-    for (auto a : args) {
-        out += '$';
-        out += std::to_string(a.size());
-        out += "\r\n";
-        out += a;
-        out += "\r\n";
-    }
+    append_header(out, '*', args.size());
+    for (auto a : args) append_bulk(out, a);
 }
 
 inline void append_resp(std::string& out, std::initializer_list<std::string_view> args) {

@@ -19,6 +19,7 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <charconv>
 #include <chrono>
 #include <functional>
 #include <initializer_list>
@@ -44,15 +45,34 @@ template <class Done>
 class script_call : public std::enable_shared_from_this<script_call<Done>> {
 public:
     static constexpr int max_hops = 5;
+    static constexpr std::size_t sha_size = 40; // SHA1, in hex
 
+    /// Encodes the whole command once, in one buffer that every send of this call uses: EVALSHA,
+    /// the SHA (written in at each send: it is learned by the first SCRIPT LOAD), numkeys, the
+    /// keys and the arguments.
     script_call(script_context& ctx, std::shared_ptr<channel> ch, script_id id,
                 std::span<const std::string_view> keys, std::span<const std::string_view> args, Done done)
         : ctx_(ctx), ch_(std::move(ch)), id_(id), argc_(3 + keys.size() + args.size()), done_(std::move(done)) {
         const auto shared = shared_args(id);
         const auto head_args = shared != 0 && shared < args.size() ? shared : args.size();
-        append_bulk(tail_, std::to_string(keys.size()));
-        for (auto k : keys) append_bulk(tail_, k);
-        for (std::size_t i = 0; i < args.size(); ++i) append_bulk(i < head_args ? tail_ : item_, args[i]);
+        std::size_t size = 64 + sha_size;
+        for (auto k : keys) size += bulk_size_bound(k);
+        for (auto a : args) size += bulk_size_bound(a);
+        cmd_.reserve(size);
+        append_header(cmd_, '*', argc_);
+        head_at_ = cmd_.size();
+        append_bulk(cmd_, "EVALSHA");
+        sha_at_ = cmd_.size() + 5; // after "$40\r\n"
+        append_bulk(cmd_, std::string_view("0000000000000000000000000000000000000000", sha_size));
+        char digits[24];
+        append_bulk(cmd_, std::string_view(digits, std::to_chars(digits, digits + sizeof digits, keys.size()).ptr));
+        for (auto k : keys) append_bulk(cmd_, k);
+        for (std::size_t i = 0; i < args.size(); ++i) {
+            if (i == head_args) item_at_ = cmd_.size();
+            append_bulk(cmd_, args[i]);
+            if (i == head_args) key_ = {cmd_.size() - 2 - args[i].size(), args[i].size()};
+        }
+        if (head_args == args.size()) item_at_ = cmd_.size();
         item_argc_ = args.size() - head_args;
     }
 
@@ -65,39 +85,26 @@ public:
     }
 
 private:
-    static void append_bulk(std::string& out, std::string_view s) {
-        out += '$';
-        out += std::to_string(s.size());
-        out += "\r\n";
-        out += s;
-        out += "\r\n";
-    }
-
-    /// EVALSHA with the SHA, the keys and the arguments shared with other calls, encoded.
-    std::string head(std::string_view sha) const {
-        std::string out = "$7\r\nEVALSHA\r\n";
-        append_bulk(out, sha);
-        out += tail_;
-        return out;
-    }
-
-    std::string evalsha(std::string_view sha) const { return evalsha_of(head(sha)); }
-    std::string evalsha_of(const std::string& head) const {
-        return "*" + std::to_string(argc_) + "\r\n" + head + item_;
+    /// The command with `sha` written in.
+    std::string_view evalsha(std::string_view sha) {
+        cmd_.replace(sha_at_, sha_size, sha);
+        return cmd_;
     }
 
     void send() {
         const auto sha = ctx_.scripts.sha(id_);
         if (sha.empty()) return load_then_send();
-        auto h = head(sha);
-        auto req = make_request(evalsha_of(h), [self = this->shared_from_this()](reply_ptr r, const failure& why) {
+        auto req = make_request(std::string(), [self = this->shared_from_this()](reply_ptr r, const failure& why) {
             self->on_reply(std::move(r), why);
         });
+        const std::string_view cmd = evalsha(sha); // lives as long as this call, which the request keeps
+        req->borrowed = cmd;
         if (item_argc_ > 0) { // may travel with other calls of this script on these keys
-            req->batch_head = std::move(h);
+            req->batch_head = cmd.substr(head_at_, item_at_ - head_at_);
             req->batch_head_argc = argc_ - item_argc_;
-            req->batch_item = item_;
+            req->batch_item = cmd.substr(item_at_);
             req->batch_item_argc = item_argc_;
+            req->batch_key = cmd.substr(key_.first, key_.second);
         }
         ch_->exec(std::move(req));
     }
@@ -106,7 +113,7 @@ private:
         ch_->exec(make_request(encode({"SCRIPT", "LOAD", script_source(id_)}),
                                [self = this->shared_from_this()](reply_ptr r, const failure& why) {
                                    if (why) return self->finish(nullptr, why);
-                                   if (reply_is_error(r.get()) || r->type != REDIS_REPLY_STRING)
+                                   if (reply_is_error(r.get()) || r->type != REDIS_REPLY_STRING || r->len != sha_size)
                                        return self->finish(nullptr, failure::reply("SCRIPT LOAD failed: " +
                                                                                    reply_text(r.get())));
                                    self->ctx_.scripts.remember(self->id_, reply_text(r.get()));
@@ -158,7 +165,7 @@ private:
     void send_asking(const redis_endpoint& at) {
         one_shot(ch_->inner_executor(), ctx_.route.node_settings(ctx_.tls), target_of(at),
                  {encode({"SCRIPT", "LOAD", script_source(id_)}), encode({"ASKING"}),
-                  evalsha(ctx_.scripts.sha(id_))},
+                  std::string(evalsha(ctx_.scripts.sha(id_)))},
                  [self = this->shared_from_this()](reply_ptr r, const failure& why) {
                      self->on_reply(std::move(r), why);
                  });
@@ -173,8 +180,9 @@ private:
     std::shared_ptr<channel> ch_;
     script_id id_;
     std::size_t argc_, item_argc_ = 0;
-    std::string tail_; // numkeys, keys and the arguments shared with other calls, encoded
-    std::string item_; // this call's own arguments (see `shared_args`), encoded
+    std::string cmd_;                            // the whole command, encoded
+    std::size_t head_at_ = 0, sha_at_ = 0, item_at_ = 0; // where EVALSHA, the SHA and this call's own arguments start
+    std::pair<std::size_t, std::size_t> key_{};  // where the first of its own (the call id) is, and its size
     int hop_ = 0;
     bool reloaded_ = false;
     Done done_;

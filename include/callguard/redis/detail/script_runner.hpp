@@ -60,7 +60,7 @@ public:
         for (std::size_t i = 0; i < n; ++i) {
             auto l = std::make_unique<lane>();
             l->driver = std::make_unique<blocking_driver>();
-            l->ch = make_channel(l->driver->context().get_executor());
+            l->ch = make_channel(l->driver->context().get_executor(), true);
             lanes_.push_back(std::move(l));
         }
         if (pooled)
@@ -165,8 +165,9 @@ private:
         std::shared_ptr<channel> ch;
     };
 
-    std::shared_ptr<channel> make_channel(asio::any_io_executor ex) {
+    std::shared_ptr<channel> make_channel(asio::any_io_executor ex, bool own_context = false) {
         auto s = router_.data_settings(ctx_.tls);
+        s.own_context = own_context;
         s.check = check_;
         s.targets = [this, ex](auto give) { router_.async_targets(ex, ctx_.tls, std::move(give)); };
         s.on_connected = [this](const redis_target& t) { router_.connected(t); };
