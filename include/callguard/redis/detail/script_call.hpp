@@ -85,9 +85,10 @@ public:
     }
 
 private:
-    /// The command with `sha` written in.
+    /// The command with `sha` written in (every SHA has `sha_size` characters: SCRIPT LOAD's
+    /// answer is checked).
     std::string_view evalsha(std::string_view sha) {
-        cmd_.replace(sha_at_, sha_size, sha);
+        if (sha.size() == sha_size) cmd_.replace(sha_at_, sha_size, sha);
         return cmd_;
     }
 
