@@ -398,9 +398,10 @@ private:
             batch_request* batch;  // made when a second member comes
             std::size_t size() const { return batch ? batch->members.size() : 1; }
         };
-        // Bookkeeping for this write only: from a buffer on the stack while it lasts.
-        std::array<std::byte, 8192> arena;
-        std::pmr::monotonic_buffer_resource memory(arena.data(), arena.size());
+        // Bookkeeping for this write only: from the channel's scratch buffer while it lasts (this
+        // never runs twice at once: one strand), then from the heap, never from the application's
+        // default memory resource.
+        std::pmr::monotonic_buffer_resource memory(scratch_.data(), scratch_.size(), std::pmr::new_delete_resource());
         std::pmr::vector<group> groups(&memory);
         std::pmr::unordered_map<std::string_view, std::size_t> last(&memory); // call id -> place of its latest request
         std::size_t fence = first; // groups placed before this take no more members
@@ -642,6 +643,7 @@ private:
     std::size_t handshake_expected_ = 0;
     std::string wbuf_;
     std::array<char, 16 * 1024> rbuf_{};
+    std::array<std::byte, 8 * 1024> scratch_; // write_queued's bookkeeping
     std::atomic<bool> connected_{false};
     std::atomic<std::uint64_t> writes_{0}, batched_{0};
 };
