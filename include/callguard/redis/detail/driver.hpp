@@ -14,18 +14,27 @@
 #include <boost/asio/post.hpp>
 
 #include <atomic>
-#include <condition_variable>
+#include <cstdint>
 #include <mutex>
+#include <thread>
 #include <vector>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace callguard::detail {
 
 class blocking_driver {
 public:
-    /// One caller's wait. `done` is set by a handler (on the driving thread).
+    /// One caller's wait. Its state is set by a handler on the driving thread (`answered`, then
+    /// `let_go` once that thread is done with it) and by a driver handing over (`your_turn`).
+    /// The caller sleeps on the state itself: an answer wakes exactly its own caller, who never
+    /// has to win a lock shared with the driver to return.
     struct waiter {
-        std::atomic<bool> done{false};
-        std::condition_variable wake;
+        std::atomic<std::uint32_t> state{0};
     };
 
     blocking_driver() : work_(ioc_.get_executor()) {}
@@ -38,41 +47,85 @@ public:
 
     boost::asio::io_context& context() noexcept { return ioc_; }
 
-    /// Marks `w` answered; called from a handler while some thread drives. The notify happens
-    /// under the lock: once `done` is set, the waiter may return and destroy `w` (its condition
-    /// variable with it) as soon as it holds the lock, so the notify must be over by then.
+    /// Marks `w` answered; called from a handler while some thread drives. Its caller may return
+    /// (and destroy `w`) only after `let_go`, so the wake-up never touches a dead waiter.
     void complete(waiter& w) noexcept {
-        std::lock_guard lk(mu_);
-        w.done.store(true, std::memory_order_release);
-        w.wake.notify_one();
+        if (w.state.fetch_or(answered, std::memory_order_release) & asleep) wake(w.state);
+        w.state.fetch_or(let_go, std::memory_order_release);
     }
 
     /// Returns once `w` is answered, driving the io_context meanwhile if nobody else does.
     void wait(waiter& w) {
         std::unique_lock lk(mu_);
-        while (!w.done.load(std::memory_order_acquire)) {
+        bool listed = false;
+        for (;;) {
+            if (w.state.load(std::memory_order_acquire) & answered) break;
             if (!driving_) {
                 driving_ = true;
+                if (listed) std::erase(waiting_, &w);
+                listed = false;
+                w.state.fetch_and(~your_turn, std::memory_order_relaxed);
                 lk.unlock();
                 drive_until(w);
                 lk.lock();
                 driving_ = false;
-                for (auto* other : waiting_) // hand over to someone still waiting
-                    if (!other->done.load(std::memory_order_relaxed)) {
-                        other->wake.notify_one();
-                        break;
-                    }
-            } else {
-                waiting_.push_back(&w);
-                w.wake.wait(lk);
-                std::erase(waiting_, &w);
+                continue;
             }
+            if (!listed) waiting_.push_back(&w);
+            listed = true;
+            // Asleep until answered or handed the turn; a turn taken meanwhile by a newcomer is
+            // simply dropped (the loop sees someone drives).
+            auto seen = w.state.fetch_and(~(your_turn | asleep), std::memory_order_acquire) & ~(your_turn | asleep);
+            if (seen & answered) break;
+            lk.unlock();
+            if (w.state.compare_exchange_strong(seen, seen | asleep, std::memory_order_acq_rel))
+                sleep_while(w.state, seen | asleep);
+            lk.lock();
         }
+        if (listed) std::erase(waiting_, &w);
+        hand_over(); // whoever stops waiting makes sure someone drives for those still waiting
+        lk.unlock();
+        while (!(w.state.load(std::memory_order_acquire) & let_go)) std::this_thread::yield();
     }
 
 private:
+    // `asleep`: the caller is (about to be) asleep on the state, so whoever changes it must wake it.
+    static constexpr std::uint32_t answered = 1, your_turn = 2, let_go = 4, asleep = 8;
+
+    // Straight on the futex where there is one: std::atomic::wait spins and yields first, which
+    // on a machine with fewer cores than waiting callers takes the time the driver needs.
+    static void sleep_while(std::atomic<std::uint32_t>& a, std::uint32_t v) noexcept {
+#ifdef __linux__
+        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&a), FUTEX_WAIT_PRIVATE, v, nullptr, nullptr, 0);
+#else
+        a.wait(v, std::memory_order_acquire);
+#endif
+    }
+    static void wake(std::atomic<std::uint32_t>& a) noexcept {
+#ifdef __linux__
+        ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&a), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+#else
+        a.notify_one();
+#endif
+    }
+
+    /// Under `mu_`: if nobody drives and nobody is on the way to, wakes a caller still waiting.
+    void hand_over() noexcept {
+        if (driving_) return;
+        waiter* next = nullptr;
+        for (auto* other : waiting_) {
+            const auto s = other->state.load(std::memory_order_acquire);
+            if (s & answered) continue;
+            if (s & your_turn) return;
+            if (!next) next = other;
+        }
+        if (!next) return;
+        if (next->state.fetch_or(your_turn, std::memory_order_release) & asleep)
+            wake(next->state); // listed, so it cannot return before it takes `mu_`
+    }
+
     void drive_until(waiter& w) noexcept {
-        while (!w.done.load(std::memory_order_acquire)) {
+        while (!(w.state.load(std::memory_order_acquire) & answered)) {
             try {
                 ioc_.run_one();
             } catch (...) {
