@@ -61,6 +61,14 @@ void answer_later(callguard::detail::blocking_driver& d, callguard::detail::bloc
     });
 }
 
+/// Drives `d` for about `how_long` from this thread (answers whoever's reply is due).
+void drive_for(callguard::detail::blocking_driver& d, std::chrono::milliseconds how_long) {
+    callguard::detail::blocking_driver::waiter w;
+    std::atomic<bool> answered{false};
+    answer_later(d, w, answered, how_long);
+    d.wait(w);
+}
+
 } // namespace
 
 // The blocking driver alone (no server): callers that wait on one io_context take turns running
@@ -69,18 +77,28 @@ void answer_later(callguard::detail::blocking_driver& d, callguard::detail::bloc
 TEST_CASE("blocking driver: callers answered in any order each return once answered, none left behind") {
     callguard::detail::blocking_driver d;
     constexpr int threads = 8, per_thread = 1500;
-    std::atomic<int> early{0}, returned{0};
-    on_threads(threads, [&](int t) {
-        std::minstd_rand rng(static_cast<unsigned>(t) + 1);
-        for (int i = 0; i < per_thread; ++i) {
-            callguard::detail::blocking_driver::waiter w;
-            std::atomic<bool> answered{false};
-            answer_later(d, w, answered, std::chrono::microseconds(rng() % 3 == 0 ? 0 : rng() % 200));
-            d.wait(w);
-            if (!answered.load(std::memory_order_relaxed)) ++early;
-            ++returned;
-        }
-    });
+    std::atomic<int> early{0}, returned{0}, finished{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t)
+        ts.emplace_back([&, t] {
+            std::minstd_rand rng(static_cast<unsigned>(t) + 1);
+            for (int i = 0; i < per_thread; ++i) {
+                callguard::detail::blocking_driver::waiter w;
+                std::atomic<bool> answered{false};
+                answer_later(d, w, answered, std::chrono::microseconds(rng() % 3 == 0 ? 0 : rng() % 200));
+                d.wait(w);
+                if (!answered.load(std::memory_order_relaxed)) ++early;
+                ++returned;
+            }
+            ++finished;
+        });
+    // A caller left asleep with nobody driving would hang: after a minute this check fails and
+    // the test drives for them, so that the failure is a failed check, not a stuck test.
+    const auto give_up = clock_type::now() + 60s;
+    while (finished.load() < threads && clock_type::now() < give_up) std::this_thread::sleep_for(5ms);
+    CHECK(finished.load() == threads);
+    while (finished.load() < threads) drive_for(d, 20ms);
+    for (auto& th : ts) th.join();
     CHECK(early.load() == 0);
     CHECK(returned.load() == threads * per_thread);
 }
@@ -104,12 +122,7 @@ TEST_CASE("blocking driver: a driver answered first returns at once and another 
     CHECK(first_took < 250ms); // did not stay to drive for the second
     for (int i = 0; i < 300 && !second_back.load(); ++i) std::this_thread::sleep_for(10ms);
     CHECK(second_back.load()); // the follower took over the driving and got its answer
-    if (!second_back.load()) { // keep the test from hanging: drive for it from here
-        callguard::detail::blocking_driver::waiter rescue;
-        std::atomic<bool> rescued{false};
-        answer_later(d, rescue, rescued, 400ms);
-        d.wait(rescue);
-    }
+    if (!second_back.load()) drive_for(d, 400ms); // keep the test from hanging
     follower.join();
     CHECK(second_answered.load());
     CHECK(clock_type::now() - start >= 300ms);

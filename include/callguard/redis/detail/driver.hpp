@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 #ifdef __linux__
 #include <linux/futex.h>
@@ -31,11 +30,15 @@ class blocking_driver {
 public:
     /// One caller's wait. Its state is set by a handler on the driving thread (`answered`, then
     /// `let_go` once that thread is done with it) and by a driver handing over (`your_turn`).
-    /// The caller sleeps on the state itself: an answer wakes exactly its own caller, who never
-    /// has to win a lock shared with the driver to return.
+    /// The caller sleeps on the state itself: an answer wakes exactly its own caller, and the
+    /// driver answers without taking the lock that callers take to join or leave the line.
     struct waiter {
         std::atomic<std::uint32_t> state{0};
+        waiter* prev = nullptr; // the line of sleeping callers, under the driver's lock
+        waiter* next = nullptr;
     };
+    static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+                  std::atomic<std::uint32_t>::is_always_lock_free); // a futex word
 
     blocking_driver() : work_(ioc_.get_executor()) {}
     blocking_driver(const blocking_driver&) = delete;
@@ -62,7 +65,7 @@ public:
             if (w.state.load(std::memory_order_acquire) & answered) break;
             if (!driving_) {
                 driving_ = true;
-                if (listed) std::erase(waiting_, &w);
+                if (listed) unlist(w);
                 listed = false;
                 w.state.fetch_and(~your_turn, std::memory_order_relaxed);
                 lk.unlock();
@@ -71,7 +74,7 @@ public:
                 driving_ = false;
                 continue;
             }
-            if (!listed) waiting_.push_back(&w);
+            if (!listed) enlist(w);
             listed = true;
             // Asleep until answered or handed the turn; a turn taken meanwhile by a newcomer is
             // simply dropped (the loop sees someone drives).
@@ -82,7 +85,7 @@ public:
                 sleep_while(w.state, seen | asleep);
             lk.lock();
         }
-        if (listed) std::erase(waiting_, &w);
+        if (listed) unlist(w);
         hand_over(); // whoever stops waiting makes sure someone drives for those still waiting
         lk.unlock();
         while (!(w.state.load(std::memory_order_acquire) & let_go)) std::this_thread::yield();
@@ -113,7 +116,7 @@ private:
     void hand_over() noexcept {
         if (driving_) return;
         waiter* next = nullptr;
-        for (auto* other : waiting_) {
+        for (auto* other = first_; other; other = other->next) {
             const auto s = other->state.load(std::memory_order_acquire);
             if (s & answered) continue;
             if (s & your_turn) return;
@@ -122,6 +125,20 @@ private:
         if (!next) return;
         if (next->state.fetch_or(your_turn, std::memory_order_release) & asleep)
             wake(next->state); // listed, so it cannot return before it takes `mu_`
+    }
+
+    // Under `mu_`. A list threaded through the waiters themselves: joining never allocates, so
+    // it cannot fail while the caller's command is already on its way.
+    void enlist(waiter& w) noexcept {
+        w.prev = last_;
+        w.next = nullptr;
+        (last_ ? last_->next : first_) = &w;
+        last_ = &w;
+    }
+    void unlist(waiter& w) noexcept {
+        (w.prev ? w.prev->next : first_) = w.next;
+        (w.next ? w.next->prev : last_) = w.prev;
+        w.prev = w.next = nullptr;
     }
 
     void drive_until(waiter& w) noexcept {
@@ -138,7 +155,8 @@ private:
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
     std::mutex mu_;
     bool driving_ = false;
-    std::vector<waiter*> waiting_;
+    waiter* first_ = nullptr; // callers asleep, oldest first
+    waiter* last_ = nullptr;
 };
 
 } // namespace callguard::detail
