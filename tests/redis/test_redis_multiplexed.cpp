@@ -48,17 +48,13 @@ std::string id_of(int t, int i) { return "CA-m" + std::to_string(t) + "-" + std:
 /// setting `flag` first as the reply handler of a real command would set its result.
 void answer_later(callguard::detail::blocking_driver& d, callguard::detail::blocking_driver::waiter& w,
                   std::atomic<bool>& flag, std::chrono::microseconds delay) {
-    auto& ctx = d.context();
-    if (delay.count() == 0)
-        return boost::asio::post(ctx, [&] {
-            flag.store(true, std::memory_order_relaxed);
-            d.complete(w);
-        });
-    auto t = std::make_shared<boost::asio::steady_timer>(ctx, delay);
-    t->async_wait([t, &d, &w, &flag](auto) {
+    auto answer = [&d, &w, &flag] {
         flag.store(true, std::memory_order_relaxed);
         d.complete(w);
-    });
+    };
+    if (delay.count() == 0) return boost::asio::post(d.context(), answer);
+    auto t = std::make_shared<boost::asio::steady_timer>(d.context(), delay);
+    t->async_wait([t, answer](auto) { answer(); });
 }
 
 /// Drives `d` for about `how_long` from this thread (answers whoever's reply is due).
