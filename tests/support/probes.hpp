@@ -11,14 +11,20 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace test {
 
@@ -57,8 +63,58 @@ inline long open_fds(pid_t pid = 0) {
     return n;
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
+namespace detail {
+
+/// True if a listening socket could bind 127.0.0.1:`port` right now.
+inline bool port_free(std::uint16_t port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("free_port: socket failed");
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return ok;
+}
+
+/// The kernel's range for outgoing connections' local ports (ip_local_port_range).
+inline std::pair<int, int> ephemeral_ports() {
+    std::pair<int, int> range{32768, 60999};
+    if (std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+        int lo = 0, hi = 0;
+        if (std::fscanf(f, "%d %d", &lo, &hi) == 2 && lo > 0 && hi >= lo) range = {lo, hi};
+        std::fclose(f);
+    }
+    return range;
+}
+
+} // namespace detail
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now, for a server a test starts.
+/// Chosen at random outside the kernel's range for outgoing connections: a port from that range
+/// (what binding port 0 gives) can be taken, between this check and the server's bind, as the
+/// local end of any connection another test makes, and the server then fails to start.
 inline std::uint16_t free_port() {
+    static std::mt19937 pick(static_cast<std::uint32_t>(::getpid()) ^
+                             static_cast<std::uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+    static std::mutex mu;
+    static std::vector<std::uint16_t> given; // never hand out one port twice (servers made in a row)
+    const auto [ephemeral_lo, ephemeral_hi] = detail::ephemeral_ports();
+    // Below the range if there is room (10000 up to it), else above it.
+    const int lo = ephemeral_lo > 11000 ? 10000 : ephemeral_hi + 1;
+    const int hi = ephemeral_lo > 11000 ? ephemeral_lo - 1 : 65535;
+    if (hi > lo) {
+        std::lock_guard lk(mu);
+        std::uniform_int_distribution<int> in(lo, hi);
+        for (int attempt = 0; attempt < 200; ++attempt) {
+            const auto port = static_cast<std::uint16_t>(in(pick));
+            if (std::find(given.begin(), given.end(), port) != given.end() || !detail::port_free(port)) continue;
+            given.push_back(port);
+            return port;
+        }
+    }
+    // Every candidate taken (or no room outside the range): let the kernel choose.
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw std::runtime_error("free_port: socket failed");
     sockaddr_in a{};
