@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -140,4 +142,28 @@ TEST_CASE("tcp_proxy forwards, delays, stalls, cuts and drops as told") {
     CHECK(round_trip(fd3, "void", 200ms).empty());
     ::close(fd3);
     CHECK(test::eventually([&] { return proxy.accepted() == 3; }, 5s)); // accepted on the proxy's thread
+}
+
+TEST_CASE("free_port: distinct ports a server can bind, outside the range outgoing connections use") {
+    const auto [ephemeral_lo, ephemeral_hi] = test::detail::ephemeral_ports();
+    std::set<std::uint16_t> seen;
+    for (int i = 0; i < 50; ++i) {
+        const auto port = test::free_port();
+        CHECK(seen.insert(port).second); // never the same port twice in one process
+        if (ephemeral_lo > 11000) { // the usual Linux range leaves room below it
+            CHECK(port >= 10000);
+            CHECK(port < ephemeral_lo);
+        }
+        // A listening socket binds it (as the server the test starts would).
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(fd >= 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(port);
+        CHECK(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        CHECK(::listen(fd, 1) == 0);
+        ::close(fd);
+    }
+    CHECK(ephemeral_hi >= ephemeral_lo);
 }
