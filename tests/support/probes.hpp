@@ -65,17 +65,25 @@ inline long open_fds(pid_t pid = 0) {
 
 namespace detail {
 
-/// True if a listening socket could bind 127.0.0.1:`port` right now.
-inline bool port_free(std::uint16_t port) {
+/// A TCP socket bound to 127.0.0.1:`port` (0: a port the kernel chooses), or -1 if it is taken.
+inline int bind_loopback(std::uint16_t port) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw std::runtime_error("free_port: socket failed");
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons(port);
-    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
     ::close(fd);
-    return ok;
+    return -1;
+}
+
+/// True if a listening socket could bind 127.0.0.1:`port` right now.
+inline bool port_free(std::uint16_t port) {
+    const int fd = bind_loopback(port);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
 }
 
 /// The kernel's range for outgoing connections' local ports (ip_local_port_range).
@@ -115,16 +123,11 @@ inline std::uint16_t free_port() {
         }
     }
     // Every candidate taken (or no room outside the range): let the kernel choose.
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw std::runtime_error("free_port: socket failed");
+    const int fd = detail::bind_loopback(0);
     sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
     socklen_t len = sizeof a;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-        ::close(fd);
+    if (fd < 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        if (fd >= 0) ::close(fd);
         throw std::runtime_error("free_port: bind failed");
     }
     ::close(fd);
