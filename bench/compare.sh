@@ -97,7 +97,7 @@ trap cleanup EXIT
 
 # A free port: let redis-server try random ones until one binds (bounded). The server gets a
 # session of its own, as a service has: with the kernel's autogroup scheduling, a server in the
-# benchmark's session shares one CPU share with all the client's threads, which no deployment
+# benchmark's session gets one CPU share together with all the client's threads, which no deployment
 # does (measured: 16 blocking callers did 33-35k pairs/s against 40-44k with the server apart).
 for _ in $(seq 1 20); do
   port=$((20000 + RANDOM % 40000))
