@@ -3,7 +3,8 @@
 // One connection to Redis, pipelined: commands are written as they come (everything queued
 // while a write is under way goes out together in the next one; script calls that say they may
 // go as one command, an acquire or release of one limiter, do; commands sent by callers while
-// a read's replies are handed out go a few at a time, see on_read), replies are matched to them
+// a read's replies are handed out go a few at a time, see on_read; with `max_writes_in_flight`,
+// commands wait for a reply while that many writes are unanswered), replies are matched to them
 // in order, and each command has a deadline. All of its work runs on one strand, so it can be driven
 // by an application's io_context (many commands in flight, no thread hand-off) or by the
 // blocking callers themselves (blocking_driver): the same code either way.
@@ -67,6 +68,7 @@ public:
     steady::time_point deadline{};
     bool may_resend = true;     ///< may be sent once more on a new connection
     bool on_used_connection = false;
+    bool ends_write = false;    ///< the last command of its write: its reply ends that write's wait
 
     /// Requests with the same non-empty head that wait to be written at the same moment travel
     /// as one command: the head (`batch_head_argc` arguments, encoded) and then each one's item
@@ -121,6 +123,13 @@ struct channel_settings {
     /// its deadline timer may stay armed between commands (no `run()` to keep from returning),
     /// which saves re-arming it for every command.
     bool own_context = false;
+    /// 0: whatever is queued is written as soon as the previous write is done. N: while N writes
+    /// wait for their replies, new commands wait for the next reply and then go out together
+    /// (acquires or releases of many callers as one script call). For blocking callers, whose
+    /// commands arrive one by one from their own threads: without it each went out alone, one
+    /// script call each, and the server did twice the work per call. With 2 the server always
+    /// has a write to work on while the next one gathers, so nothing waits longer than a reply.
+    std::size_t max_writes_in_flight = 0;
 };
 
 class channel : public std::enable_shared_from_this<channel> {
@@ -276,7 +285,15 @@ private:
             if (!queue_.empty()) start_connect();
             return;
         }
-        if (phase_ == phase::ready && !stale_ && !writing_ && queue_.size() > held_back_) write_queued();
+        if (phase_ == phase::ready && !stale_ && !writing_ && queue_.size() > held_back_ && !gathering())
+            write_queued();
+    }
+
+    /// Commands wait for a reply (see `channel_settings::max_writes_in_flight`), unless enough
+    /// of them wait to fill a command.
+    bool gathering() const noexcept {
+        const auto most = settings_.max_writes_in_flight;
+        return most != 0 && writes_in_flight_ >= most && queue_.size() < max_batch;
     }
 
     // --- connecting -------------------------------------------------------------------------
@@ -459,7 +476,11 @@ private:
     /// Writes the commands of in_flight_[first...] in one go, and makes sure a read is pending.
     void write_in_flight_tail(std::size_t first) {
         wbuf_.clear();
-        for (std::size_t i = first; i < in_flight_.size(); ++i) wbuf_ += in_flight_[i]->command();
+        for (std::size_t i = first; i < in_flight_.size(); ++i) {
+            wbuf_ += in_flight_[i]->command();
+            in_flight_[i]->ends_write = i + 1 == in_flight_.size();
+        }
+        ++writes_in_flight_;
         writing_ = true;
         writes_.fetch_add(1, std::memory_order_relaxed);
         stream_.async_write(asio::buffer(wbuf_), [self = shared_from_this(), gen = gen_](
@@ -500,6 +521,7 @@ private:
                 auto r = std::move(in_flight_.front());
                 in_flight_.pop_front();
                 ++answered_;
+                if (r->ends_write) --writes_in_flight_;
                 done.push_back({std::move(r), std::move(*reply), {}});
             }
         } catch (...) {
@@ -566,6 +588,7 @@ private:
         ++gen_;
         phase_ = phase::idle;
         writing_ = reading_ = false;
+        writes_in_flight_ = 0;
         reader_ = std::make_unique<resp_reader>();
         connected_.store(false, std::memory_order_relaxed);
     }
@@ -634,6 +657,7 @@ private:
     steady::time_point armed_at_{}, connect_deadline_{};
     std::uint64_t gen_ = 0, timer_gen_ = 0; // a new connection (or timer) makes old handlers stale
     std::uint64_t answered_ = 0;            // replies read on this connection
+    std::size_t writes_in_flight_ = 0;      // writes with a reply still to come
     std::deque<request_ptr> queue_;         // not written yet
     std::deque<request_ptr> in_flight_;     // written, in reply order
     std::vector<redis_target> targets_;

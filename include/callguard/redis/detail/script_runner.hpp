@@ -168,6 +168,7 @@ private:
     std::shared_ptr<channel> make_channel(asio::any_io_executor ex, bool own_context = false) {
         auto s = router_.data_settings(ctx_.tls);
         s.own_context = own_context;
+        if (own_context) s.max_writes_in_flight = 2; // blocking callers' commands travel together
         s.check = check_;
         s.targets = [this, ex](auto give) { router_.async_targets(ex, ctx_.tls, std::move(give)); };
         s.on_connected = [this](const redis_target& t) { router_.connected(t); };
