@@ -1,6 +1,7 @@
 // The multiplexed connection mode against a real redis-server: callers share one socket, every
-// caller gets its own reply, a round that breaks fails every caller in it (and nothing later
-// is mismatched), and a frozen server costs each waiting caller about one timeout.
+// caller gets its own reply, callers who come while two writes are unanswered go out together,
+// a round that breaks fails every caller in it (and nothing later is mismatched), and a frozen
+// server costs each waiting caller about one timeout.
 
 #include "../support/doubles.hpp"
 #include "../support/probes.hpp"
@@ -151,6 +152,49 @@ TEST_CASE("multiplexed: 16 threads share one socket, each gets its own replies, 
     MESSAGE("operations: " << ops << ", round trips: " << rounds);
     CHECK(rounds > 0);
     CHECK(rounds < ops); // concurrent callers travelled together
+}
+
+TEST_CASE("multiplexed: callers who come while two writes wait for replies go out together, as one script call") {
+    test::redis_server srv;
+    const auto prefix = test::unique_prefix("mux");
+    auto o = test::quick_options(srv.url(), prefix);
+    o.command_timeout = 5s; // the server is frozen on purpose below
+    redis_limiter l(callguard::redis_backend(std::move(o)), test::small_config(100), {callguard::null_sink(), {}});
+    REQUIRE(l.acquire("CA-warm").outcome == acquire_outcome::acquired); // connected, script loaded
+    REQUIRE(l.release("CA-warm"));
+    const auto script_calls = [&] {
+        const auto stats = srv.command({"INFO", "commandstats"});
+        const auto at = stats.find("cmdstat_evalsha:calls=");
+        return at == std::string::npos ? 0LL : std::stoll(stats.substr(at + 22));
+    };
+    const auto writes_before = l.backend().round_trips();
+    const auto scripts_before = script_calls();
+
+    // Frozen, the server reads nothing: the first two callers' writes stay unanswered, and the
+    // eight after them wait (queued one by one, each from its own thread) for a reply.
+    srv.pause();
+    constexpr int callers = 10;
+    std::atomic<int> acquired{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < callers; ++t) {
+        ts.emplace_back([&, t] {
+            if (l.acquire(id_of(t, 0)).outcome == acquire_outcome::acquired) ++acquired;
+        });
+        // One at a time, so that each comes alone and would have had a write of its own.
+        std::this_thread::sleep_for(30ms);
+    }
+    std::this_thread::sleep_for(200ms);
+    CHECK(l.backend().round_trips() - writes_before == 2);
+    srv.resume();
+    for (auto& th : ts) th.join();
+
+    CHECK(acquired.load() == callers);
+    CHECK(srv.integer({"ZCARD", "{" + prefix + "}:active"}) == callers);
+    // The first reply let the eight go: three writes, three script calls, for ten acquires.
+    CHECK(l.backend().round_trips() - writes_before == 3);
+    CHECK(script_calls() - scripts_before == 3);
+    for (int t = 0; t < callers; ++t) CHECK(l.release(id_of(t, 0)));
+    CHECK(l.status().active_calls == 0);
 }
 
 TEST_CASE("multiplexed: a frozen server costs every waiting caller about one timeout") {
