@@ -126,9 +126,9 @@ struct channel_settings {
     /// 0: whatever is queued is written as soon as the previous write is done. N: while N writes
     /// wait for their replies, new commands wait for the next reply and then go out together
     /// (acquires or releases of many callers as one script call). For blocking callers, whose
-    /// commands arrive one by one from their own threads: without it each went out alone, one
-    /// script call each, and the server did twice the work per call. With 2 the server always
-    /// has a write to work on while the next one gathers, so nothing waits longer than a reply.
+    /// commands arrive one by one from their own threads: without it each went out alone, and
+    /// the server ran twice the script calls. With 2 the server always has a write to work on
+    /// while the next one gathers, and a command waits at most for the reply to an earlier write.
     std::size_t max_writes_in_flight = 0;
 };
 
