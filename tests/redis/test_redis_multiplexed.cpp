@@ -174,15 +174,19 @@ TEST_CASE("multiplexed: callers who come while two writes wait for replies go ou
     // eight after them wait (queued one by one, each from its own thread) for a reply.
     srv.pause();
     constexpr int callers = 10;
-    std::atomic<int> acquired{0};
+    std::atomic<int> calling{0}, acquired{0};
     std::vector<std::thread> ts;
     for (int t = 0; t < callers; ++t) {
         ts.emplace_back([&, t] {
+            ++calling;
             if (l.acquire(id_of(t, 0)).outcome == acquire_outcome::acquired) ++acquired;
         });
         // One at a time, so that each comes alone and would have had a write of its own.
         std::this_thread::sleep_for(30ms);
     }
+    // Every caller on its way in (a slow machine may start threads late), then time to queue.
+    for (int i = 0; i < 500 && calling.load() < callers; ++i) std::this_thread::sleep_for(10ms);
+    CHECK(calling.load() == callers);
     std::this_thread::sleep_for(200ms);
     CHECK(l.backend().round_trips() - writes_before == 2);
     srv.resume();

@@ -124,11 +124,14 @@ struct channel_settings {
     /// which saves re-arming it for every command.
     bool own_context = false;
     /// 0: whatever is queued is written as soon as the previous write is done. N: while N writes
-    /// wait for their replies, new commands wait for the next reply and then go out together
-    /// (acquires or releases of many callers as one script call). For blocking callers, whose
-    /// commands arrive one by one from their own threads: without it each went out alone, and
-    /// the server ran twice the script calls. With 2 the server always has a write to work on
-    /// while the next one gathers, and a command waits at most for the reply to an earlier write.
+    /// wait for their replies, new commands wait for the next reply (or until a command's worth,
+    /// `max_batch`, is queued) and then go out together: acquires or releases of many callers as
+    /// one script call. For blocking callers, whose commands arrive one by one from their own
+    /// threads: without it most went out alone, and the server ran twice the script calls. With
+    /// 2 the server mostly has one write to work on while the next gathers. The cost: a held
+    /// command reaches the server after that reply, not before it, and its deadline starts when
+    /// it is written, so a caller can wait up to about two command timeouts on a slow server
+    /// (a stuck one fails it with the earlier write's timeout, within one).
     std::size_t max_writes_in_flight = 0;
 };
 
@@ -293,7 +296,8 @@ private:
     /// of them wait to fill a command.
     bool gathering() const noexcept {
         const auto most = settings_.max_writes_in_flight;
-        return most != 0 && writes_in_flight_ >= most && queue_.size() < max_batch;
+        // Nothing in flight: no reply is coming to end the wait, whatever the count says.
+        return most != 0 && writes_in_flight_ >= most && !in_flight_.empty() && queue_.size() < max_batch;
     }
 
     // --- connecting -------------------------------------------------------------------------
@@ -521,7 +525,7 @@ private:
                 auto r = std::move(in_flight_.front());
                 in_flight_.pop_front();
                 ++answered_;
-                if (r->ends_write) --writes_in_flight_;
+                if (r->ends_write && writes_in_flight_ > 0) --writes_in_flight_;
                 done.push_back({std::move(r), std::move(*reply), {}});
             }
         } catch (...) {

@@ -168,7 +168,9 @@ private:
     std::shared_ptr<channel> make_channel(asio::any_io_executor ex, bool own_context = false) {
         auto s = router_.data_settings(ctx_.tls);
         s.own_context = own_context;
-        if (own_context) s.max_writes_in_flight = 2; // blocking callers' commands travel together
+        // Blocking callers' commands travel together (a pooled lane, one caller at a time,
+        // never has two writes out, so this changes nothing there).
+        if (own_context) s.max_writes_in_flight = 2;
         s.check = check_;
         s.targets = [this, ex](auto give) { router_.async_targets(ex, ctx_.tls, std::move(give)); };
         s.on_connected = [this](const redis_target& t) { router_.connected(t); };
