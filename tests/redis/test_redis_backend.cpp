@@ -40,12 +40,7 @@ void seed_expired(test::redis_server& srv, const std::string& base, int dead) {
 }
 
 /// Calls of one command in INFO commandstats (0 if never called).
-long long calls_of(std::string_view cmd) {
-    auto info = test::shared_redis().command({"INFO", "commandstats"});
-    auto key = "cmdstat_" + std::string(cmd) + ":calls=";
-    auto pos = info.find(key);
-    return pos == std::string::npos ? 0 : std::stoll(info.substr(pos + key.size()));
-}
+long long calls_of(std::string_view cmd) { return test::shared_redis().command_calls(cmd); }
 
 } // namespace
 

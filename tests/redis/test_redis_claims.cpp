@@ -22,13 +22,6 @@ std::unique_ptr<redis_limiter> make_claiming(const test::redis_server& srv, cons
                                            callguard::limiter_hooks{callguard::null_sink(), {}});
 }
 
-long long stat_calls(const test::redis_server& srv, std::string_view cmd) {
-    auto info = srv.command({"INFO", "commandstats"});
-    auto key = "cmdstat_" + std::string(cmd) + ":calls=";
-    auto pos = info.find(key);
-    return pos == std::string::npos ? 0 : std::stoll(info.substr(pos + key.size()));
-}
-
 } // namespace
 
 TEST_CASE("redis claims: one key under the hash tag with the claim's TTL, one EVALSHA each") {
@@ -36,7 +29,7 @@ TEST_CASE("redis claims: one key under the hash tag with the claim's TTL, one EV
     const auto prefix = test::unique_prefix("claims");
     auto l = make_claiming(srv, prefix);
     REQUIRE(l->claim_once("warm", 60s).claimed()); // the script is loaded
-    const auto before = stat_calls(srv, "evalsha");
+    const auto before = srv.command_calls("evalsha");
     REQUIRE(l->claim_once("whatsapp:to:+15550001", 90s).outcome == claim_outcome::claimed);
     const auto key = "{" + prefix + "}:claim:whatsapp:to:+15550001";
     CHECK(srv.command({"GET", key}) == "1");
@@ -47,7 +40,7 @@ TEST_CASE("redis claims: one key under the hash tag with the claim's TTL, one EV
     CHECK(again.outcome == claim_outcome::already_claimed);
     CHECK(again.remaining.count() <= pttl);
     CHECK(srv.integer({"PTTL", key}) <= pttl); // the losing claim did not extend it
-    CHECK(stat_calls(srv, "evalsha") - before == 2);
+    CHECK(srv.command_calls("evalsha") - before == 2);
     // The server's expiry frees it (a deleted key reads the same).
     srv.command({"PEXPIRE", key, "1"});
     CHECK(test::eventually([&] { return l->claim_once("whatsapp:to:+15550001", 90s).claimed(); }, 2s));

@@ -162,13 +162,8 @@ TEST_CASE("multiplexed: callers who come while two writes wait for replies go ou
     redis_limiter l(callguard::redis_backend(std::move(o)), test::small_config(100), {callguard::null_sink(), {}});
     REQUIRE(l.acquire("CA-warm").outcome == acquire_outcome::acquired); // connected, script loaded
     REQUIRE(l.release("CA-warm"));
-    const auto script_calls = [&] {
-        const auto stats = srv.command({"INFO", "commandstats"});
-        const auto at = stats.find("cmdstat_evalsha:calls=");
-        return at == std::string::npos ? 0LL : std::stoll(stats.substr(at + 22));
-    };
     const auto writes_before = l.backend().round_trips();
-    const auto scripts_before = script_calls();
+    const auto scripts_before = srv.command_calls("evalsha");
 
     // Frozen, the server reads nothing: the first two callers' writes stay unanswered, and the
     // eight after them wait (queued one by one, each from its own thread) for a reply.
@@ -196,7 +191,7 @@ TEST_CASE("multiplexed: callers who come while two writes wait for replies go ou
     CHECK(srv.integer({"ZCARD", "{" + prefix + "}:active"}) == callers);
     // The first reply let the eight go: three writes, three script calls, for ten acquires.
     CHECK(l.backend().round_trips() - writes_before == 3);
-    CHECK(script_calls() - scripts_before == 3);
+    CHECK(srv.command_calls("evalsha") - scripts_before == 3);
     for (int t = 0; t < callers; ++t) CHECK(l.release(id_of(t, 0)));
     CHECK(l.status().active_calls == 0);
 }

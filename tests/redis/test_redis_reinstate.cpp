@@ -24,13 +24,6 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-long long command_calls(const test::redis_server& srv, std::string_view cmd) {
-    auto info = srv.command({"INFO", "commandstats"});
-    auto key = "cmdstat_" + std::string(cmd) + ":calls=";
-    auto pos = info.find(key);
-    return pos == std::string::npos ? 0 : std::stoll(info.substr(pos + key.size()));
-}
-
 callguard::slot_request request(std::string_view id, std::int64_t cap, std::string_view tenant = {},
                                 std::int64_t tenant_cap = 0) {
     return {id, tenant, cap, tenant_cap, std::chrono::milliseconds(60'000)};
@@ -43,11 +36,11 @@ TEST_CASE("redis reinstate: no cap check, one EVALSHA, tenant sets and owners ke
     auto o = test::quick_options(srv, "re");
     callguard::redis_backend b(o);
     REQUIRE(b.try_acquire(request("CA1", 1, "biz1", 1)).state == callguard::slot_state::acquired);
-    const auto before = command_calls(srv, "evalsha");
+    const auto before = srv.command_calls("evalsha");
     auto r = b.reinstate(request("CA2", 1, "biz1", 1));
     CHECK(r.state == reinstate_state::reinstated);
     CHECK(r.active == 2);
-    CHECK(command_calls(srv, "evalsha") == before + 1);
+    CHECK(srv.command_calls("evalsha") == before + 1);
     CHECK(srv.integer({"ZCARD", "{re}:active"}) == 2);
     CHECK(srv.integer({"ZCARD", "{re}:tenant:biz1"}) == 2);
     CHECK(srv.command({"HGET", "{re}:owners", "CA2"}) == "biz1");
@@ -234,11 +227,11 @@ TEST_CASE("redis: 1000 calls admitted during an outage go back at the configured
     std::vector<std::pair<clock_type::time_point, long long>> samples;
     const auto t0 = clock_type::now();
     while (clock_type::now() - t0 < 10s) {
-        samples.emplace_back(clock_type::now(), command_calls(srv, "evalsha"));
+        samples.emplace_back(clock_type::now(), srv.command_calls("evalsha"));
         if (l.reinstate_pending() == 0) break;
         std::this_thread::sleep_for(100ms);
     }
-    samples.emplace_back(clock_type::now(), command_calls(srv, "evalsha"));
+    samples.emplace_back(clock_type::now(), srv.command_calls("evalsha"));
     REQUIRE(l.reinstate_pending() == 0);
     // The most scripts seen in one sample, scaled to 100 ms (a sample may oversleep): in the
     // first busy sample, and in every later one.

@@ -31,12 +31,7 @@ std::unique_ptr<redis_limiter> make_waiting(const std::string& prefix, std::int6
         callguard::limiter_hooks{callguard::null_sink(), {}});
 }
 
-long long stat_calls(std::string_view cmd) {
-    auto info = test::shared_redis().command({"INFO", "commandstats"});
-    auto key = "cmdstat_" + std::string(cmd) + ":calls=";
-    auto pos = info.find(key);
-    return pos == std::string::npos ? 0 : std::stoll(info.substr(pos + key.size()));
-}
+long long stat_calls(std::string_view cmd) { return test::shared_redis().command_calls(cmd); }
 
 long long server_ms() {
     auto time = test::shared_redis().command({"TIME"});

@@ -126,6 +126,14 @@ public:
         return std::stoll(command(args));
     }
 
+    /// Calls of one command (lower case: "evalsha", "zadd") in INFO commandstats; 0 if never called.
+    long long command_calls(std::string_view cmd) const {
+        const auto info = command({"INFO", "commandstats"});
+        const auto key = "cmdstat_" + std::string(cmd) + ":calls=";
+        const auto at = info.find(key);
+        return at == std::string::npos ? 0 : std::stoll(info.substr(at + key.size()));
+    }
+
 private:
     static std::string render(const redisReply* r) {
         switch (r->type) {
